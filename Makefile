@@ -1,0 +1,39 @@
+# Two entry points (README quick start): `make demo` and `make test`.
+# Both create .venv on first use and install the pinned stack; later runs reuse it.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+CORES ?= all
+export PATH := $(BIN):$(PATH)
+
+.PHONY: demo test lint setup clean-results
+
+setup: $(STAMP)
+
+# torch first (a CPU wheel is pinned; an unpinned resolve would pull CUDA), mediapipe without its
+# deps (see envs/requirements.txt), then our package.
+$(STAMP): envs/requirements.txt pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -r envs/requirements.txt
+	$(BIN)/pip install -q --no-deps mediapipe==0.10.21
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --workflow-profile profiles/default
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks workflow
+	$(BIN)/ruff format --check src tests benchmarks workflow
+	$(BIN)/snakefmt --check Snakefile workflow
+	$(BIN)/snakemake --lint --cores 1
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest
+
+clean-results:
+	rm -rf results logs benchmarks/rules

@@ -1,0 +1,217 @@
+# Helpers shared by all rules: config validation, sample lists, shards, input functions.
+import json
+import os
+import math
+from functools import cache
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from rgbpose import ntu
+
+validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+for _name in config["run"]:
+    if _name not in config["datasets"]:
+        raise ValueError(
+            f"config: run lists {_name!r}, which is not a key of datasets "
+            f"(known: {', '.join(sorted(config['datasets']))})"
+        )
+
+MODELS = ("rgb_only", "pose_only", "rgbpose_conv3d")
+
+
+wildcard_constraints:
+    dataset=r"[a-z][a-z0-9]*",
+    bench=r"xsub|xview|xset",
+    shard=r"\d{4}",
+    model="|".join(MODELS),
+
+
+def dataset_cfg(dataset):
+    """The config block of one dataset (defaults filled in by the schema)."""
+    try:
+        return config["datasets"][dataset]
+    except KeyError:
+        raise ValueError(f"unknown dataset {dataset!r}") from None
+
+
+def is_synthetic(dataset):
+    return "synthetic" in dataset_cfg(dataset)
+
+
+@cache
+def sample_names(dataset):
+    """Sorted sample names of a dataset, known at planning time.
+
+    Synthetic: computed from its config.  Real: every <name>_rgb.avi in raw_video_dir, minus the
+    NTU missing-skeleton samples that every published benchmark excludes (documented in the README).
+    """
+    cfg = dataset_cfg(dataset)
+    if is_synthetic(dataset):
+        from rgbpose.synthetic import SynthConfig
+        from rgbpose.synthetic import sample_names as synth_names
+
+        return tuple(synth_names(SynthConfig.from_dict(cfg["synthetic"])))
+    raw = Path(cfg["raw_video_dir"])
+    if not raw.is_dir():
+        raise ValueError(
+            f"dataset {dataset}: raw_video_dir {str(raw)!r} is not a directory"
+        )
+    missing = ntu.missing_skeletons()
+    names = []
+    with os.scandir(raw) as it:
+        for entry in it:
+            if entry.name.endswith("_rgb.avi"):
+                name = entry.name[: -len("_rgb.avi")]
+                if name not in missing:
+                    names.append(name)
+    if not names:
+        raise ValueError(f"dataset {dataset}: no *_rgb.avi files in {str(raw)!r}")
+    return tuple(sorted(names))
+
+
+def shard_ids(dataset):
+    n = math.ceil(len(sample_names(dataset)) / dataset_cfg(dataset)["shard_size"])
+    return [f"{i:04d}" for i in range(n)]
+
+
+def shard_names(dataset, shard):
+    size = dataset_cfg(dataset)["shard_size"]
+    i = int(shard)
+    return sample_names(dataset)[i * size : (i + 1) * size]
+
+
+def raw_videos_of_shard(wildcards):
+    """Raw video paths of one shard (passed to the compress command)."""
+    d = dataset_cfg(wildcards.dataset)["raw_video_dir"]
+    return [f"{d}/{n}_rgb.avi" for n in shard_names(wildcards.dataset, wildcards.shard)]
+
+
+def raw_skeletons_of_shard(wildcards):
+    d = dataset_cfg(wildcards.dataset)["raw_skeleton_dir"]
+    return [
+        f"{d}/{n}.skeleton" for n in shard_names(wildcards.dataset, wildcards.shard)
+    ]
+
+
+def synthetic_or(files_of_shard):
+    """Input function: the synthesized raw directory for the demo, else the shard's raw files."""
+
+    def inputs(wildcards):
+        if is_synthetic(wildcards.dataset):
+            return dataset_cfg(wildcards.dataset)["raw_video_dir"]
+        return files_of_shard(wildcards)
+
+    return inputs
+
+
+def pose_inputs_of_shard(wildcards):
+    """Kinect reads the raw skeletons; estimators read the shard's compressed videos."""
+    if dataset_cfg(wildcards.dataset)["pose_backend"] == "kinect":
+        return synthetic_or(raw_skeletons_of_shard)(wildcards)
+    return f"results/{wildcards.dataset}/shards/compress/{wildcards.shard}.tsv"
+
+
+def pose_input_paths(wildcards):
+    if dataset_cfg(wildcards.dataset)["pose_backend"] == "kinect":
+        return raw_skeletons_of_shard(wildcards)
+    return [
+        f"results/{wildcards.dataset}/videos/{n}.mp4"
+        for n in shard_names(wildcards.dataset, wildcards.shard)
+    ]
+
+
+def extract_options(wildcards):
+    cfg = dataset_cfg(wildcards.dataset)
+    opts = [f"--backend {cfg['pose_backend']}"]
+    if cfg["pose_backend"] == "kinect":
+        h, w = cfg["img_shape"]
+        opts.append(f"--img-shape {h} {w}")
+    if cfg["pose_backend"] == "onnx":
+        if "onnx_model" not in cfg:
+            raise ValueError(
+                f"dataset {wildcards.dataset}: pose_backend onnx needs onnx_model"
+            )
+        opts.append(f"--model {cfg['onnx_model']}")
+    return " ".join(opts)
+
+
+def compress_options(wildcards):
+    c = dataset_cfg(wildcards.dataset)["compress"]
+    return f"--height {c['height']} --crf {c['crf']} --preset {c['preset']} --gop {c['gop']}"
+
+
+def benchmark_list(wildcards):
+    return " ".join(dataset_cfg(wildcards.dataset)["benchmarks"])
+
+
+def bad_sample_policy(wildcards):
+    return dataset_cfg(wildcards.dataset)["on_bad_sample"]
+
+
+def all_shards(pattern):
+    """Input function: ``pattern`` (with {dataset} and {shard}) for every shard of the dataset."""
+
+    def inputs(wildcards):
+        return [
+            pattern.format(dataset=wildcards.dataset, shard=s)
+            for s in shard_ids(wildcards.dataset)
+        ]
+
+    return inputs
+
+
+def synth_config_json(wildcards):
+    return json.dumps(
+        dataset_cfg(wildcards.dataset)["synthetic"], separators=(",", ":")
+    )
+
+
+def model_config(model):
+    """Input function: the run-config YAML of ``model`` for the dataset."""
+
+    def path(wildcards):
+        return dataset_cfg(wildcards.dataset)["models"][model]
+
+    return path
+
+
+def gpus(wildcards):
+    return dataset_cfg(wildcards.dataset)["gpus"]
+
+
+def num_classes(wildcards):
+    return dataset_cfg(wildcards.dataset)["num_classes"]
+
+
+def launcher(wildcards, resources):
+    """`rgbpose` for one process; torchrun with one process per GPU when a job has several."""
+    if int(resources.gpu) > 1:
+        return f"torchrun --standalone --nproc-per-node={resources.gpu} -m rgbpose.cli"
+    return "rgbpose"
+
+
+def train_runtime(wildcards, attempt):
+    """Minutes; grows with each retry (a retry resumes from the last checkpoint)."""
+    base = 30 if is_synthetic(wildcards.dataset) else 24 * 60
+    return base * attempt
+
+
+def final_targets():
+    return [
+        f"results/{d}_{b}/fusion.txt"
+        for d in config["run"]
+        for b in dataset_cfg(d)["benchmarks"]
+    ]
+
+
+def test_model_config(wildcards):
+    return dataset_cfg(wildcards.dataset)["models"][wildcards.model]
+
+
+def test_video_inputs(wildcards):
+    """RGB models read the compressed videos; the pose model only the annotations."""
+    if wildcards.model == "pose_only":
+        return []
+    return all_shards("results/{dataset}/shards/compress/{shard}.tsv")(wildcards)

@@ -1,0 +1,121 @@
+# Per-video stages run one job per shard of `shard_size` videos, so even NTU 120 plans in seconds.
+
+
+rule synthesize_dataset:
+    output:
+        directory("results/{dataset}/raw"),
+    log:
+        "logs/synthesize_dataset/{dataset}.log",
+    benchmark:
+        "benchmarks/synthesize_dataset/{dataset}.tsv"
+    conda:
+        "../../envs/rgbpose.yaml"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        synth=synth_config_json,
+    shell:
+        "rgbpose synthesize -o {output} --config-json '{params.synth}' --jobs {threads} > {log} 2>&1"
+
+
+rule compress_videos:
+    input:
+        synthetic_or(raw_videos_of_shard),
+    output:
+        manifest="results/{dataset}/shards/compress/{shard}.tsv",
+        skipped="results/{dataset}/shards/compress/{shard}.skipped.tsv",
+    log:
+        "logs/compress_videos/{dataset}_{shard}.log",
+    benchmark:
+        "benchmarks/compress_videos/{dataset}_{shard}.tsv"
+    conda:
+        "../../envs/rgbpose.yaml"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=120,
+    params:
+        videos=raw_videos_of_shard,
+        options=compress_options,
+        policy=bad_sample_policy,
+    shell:
+        "rgbpose compress {params.videos} --out-dir results/{wildcards.dataset}/videos"
+        " --manifest {output.manifest} --skipped {output.skipped} {params.options}"
+        " --on-bad-sample {params.policy} --jobs {threads} > {log} 2>&1"
+
+
+rule extract_poses:
+    input:
+        pose_inputs_of_shard,
+    output:
+        poses="results/{dataset}/shards/poses/{shard}.pkl",
+        skipped="results/{dataset}/shards/poses/{shard}.skipped.tsv",
+    log:
+        "logs/extract_poses/{dataset}_{shard}.log",
+    benchmark:
+        "benchmarks/extract_poses/{dataset}_{shard}.tsv"
+    conda:
+        "../../envs/rgbpose.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        inputs=pose_input_paths,
+        options=extract_options,
+        policy=bad_sample_policy,
+    shell:
+        "rgbpose extract-poses {params.options} {params.inputs} -o {output.poses}"
+        " --skipped {output.skipped} --on-bad-sample {params.policy} > {log} 2>&1"
+
+
+rule denoise_poses:
+    input:
+        "results/{dataset}/shards/poses/{shard}.pkl",
+    output:
+        poses="results/{dataset}/shards/denoised/{shard}.pkl",
+        skipped="results/{dataset}/shards/denoised/{shard}.skipped.tsv",
+    log:
+        "logs/denoise_poses/{dataset}_{shard}.log",
+    conda:
+        "../../envs/rgbpose.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        policy=bad_sample_policy,
+    shell:
+        "rgbpose denoise {input} -o {output.poses} --skipped {output.skipped}"
+        " --on-bad-sample {params.policy} > {log} 2>&1"
+
+
+rule build_annotations:
+    input:
+        poses=all_shards("results/{dataset}/shards/denoised/{shard}.pkl"),
+        skipped=[
+            all_shards("results/{dataset}/shards/compress/{shard}.skipped.tsv"),
+            all_shards("results/{dataset}/shards/poses/{shard}.skipped.tsv"),
+            all_shards("results/{dataset}/shards/denoised/{shard}.skipped.tsv"),
+        ],
+    output:
+        ann="results/{dataset}/annotations.pkl",
+        skipped=report(
+            "results/{dataset}/skipped.tsv",
+            caption="../report/skipped.rst",
+            category="Data",
+        ),
+    log:
+        "logs/build_annotations/{dataset}.log",
+    conda:
+        "../../envs/rgbpose.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    params:
+        benchmarks=benchmark_list,
+        policy=bad_sample_policy,
+    shell:
+        "rgbpose build-annotations {input.poses} -o {output.ann} --dataset {wildcards.dataset}"
+        " --benchmarks {params.benchmarks} --skipped-in {input.skipped}"
+        " --skipped-out {output.skipped} --on-bad-sample {params.policy} > {log} 2>&1"

@@ -136,3 +136,21 @@ def test_skeleton_writer_roundtrip_random(tmp_path):
     back = read_skeleton(tmp_path / "a.skeleton")
     assert back.body_ids() == ["1", "2"]
     np.testing.assert_allclose(back.frames[1][1].joints, joints * 2, rtol=1e-6, atol=1e-6)
+
+
+def test_ntu25_to_coco17_conversion():
+    from rgbpose.layouts import convert_layout
+
+    kp = np.arange(2 * 3 * 25 * 2, dtype=np.float32).reshape(2, 3, 25, 2)
+    sc = np.arange(2 * 3 * 25, dtype=np.float32).reshape(2, 3, 25)
+    out, out_s = convert_layout(kp, sc, "ntu25", "coco17")
+    assert out.shape == (2, 3, 17, 2) and out_s.shape == (2, 3, 17)
+    # left shoulder (coco 5) <- Kinect ShoulderLeft (4); right ankle (coco 16) <- AnkleRight (18)
+    np.testing.assert_array_equal(out[1, 2, 5], kp[1, 2, 4])
+    np.testing.assert_array_equal(out_s[..., 16], sc[..., 18])
+    np.testing.assert_array_equal(out[..., 0, :], kp[..., 3, :])  # nose <- Head
+    # the mapping commutes with flipping: flip(convert(x)) == convert(flip(x))
+    flipped_then = convert_layout(kp[..., list(NTU25.flip_index), :], sc, "ntu25", "coco17")[0]
+    np.testing.assert_array_equal(flipped_then, out[..., list(COCO17.flip_index), :])
+    with pytest.raises(ValueError, match="no conversion"):
+        convert_layout(kp, sc, "coco17", "ntu25")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -96,3 +98,24 @@ def get_layout(name_or_joints: str | int) -> Layout:
         return LAYOUTS[name_or_joints]
     except KeyError:
         raise ValueError(f"unknown layout {name_or_joints!r} (known: {sorted(LAYOUTS)})") from None
+
+
+# COCO-17 joint j taken from Kinect joint NTU25_TO_COCO17[j].  Kinect has no face points: the
+# nose, eyes and ears all take the Head joint (the centre of the head), so those five heatmap
+# channels coincide for Kinect-derived data; body joints map one to one.
+NTU25_TO_COCO17 = (3, 3, 3, 3, 3, 4, 8, 5, 9, 6, 10, 12, 16, 13, 17, 14, 18)
+
+
+def convert_layout(
+    keypoint: np.ndarray, score: np.ndarray, src: str, dst: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Convert ``keypoint [..., V, C]`` and ``score [..., V]`` from layout ``src`` to ``dst``.
+
+    Supported: identity, and ntu25 -> coco17 (see ``NTU25_TO_COCO17``).
+    """
+    if src == dst:
+        return keypoint, score
+    if (src, dst) == ("ntu25", "coco17"):
+        idx = np.asarray(NTU25_TO_COCO17)
+        return keypoint[..., idx, :], score[..., idx]
+    raise ValueError(f"no conversion from layout {src!r} to {dst!r} (supported: ntu25 -> coco17)")

@@ -1,0 +1,385 @@
+"""Checkpoint surgery: merge rgb_only + pose_only into an RGBPoseConv3D init; import PYSKL weights.
+
+DESIGN.md 3.7. ``merge_unimodal`` renames the unimodal backbones/heads into the two pathways
+and heads of ``rgbpose_conv3d``::
+
+    rgb_only  backbone.*      -> backbone.rgb.*          head.fc.* -> head.rgb.fc.*
+    pose_only backbone.*      -> backbone.pose.*         head.fc.* -> head.pose.fc.*
+    (fresh init)              -> backbone.rgb_laterals.*, backbone.pose_laterals.*
+
+The eight first-block weights that gain lateral input channels (rgb layer3/layer4 and pose
+layer2/layer3: conv1 and downsample conv) are zero-padded on the input-channel axis *after* the
+pathway's own channels (the concat order is ``[own, lateral]``), so the merged network computes
+exactly the two unimodal networks until training moves those zeros.
+
+``import_pyskl`` maps PYSKL / mmaction2 names (mmcv ``ConvModule`` wraps ``conv`` + ``bn``) to
+ours::
+
+    backbone.conv1.conv / .bn                 -> backbone.stem.conv / .bn
+    backbone.layerI.J.convK.conv / .bn        -> backbone.layerI.J.convK / .bnK
+    backbone.layerI.J.downsample.conv / .bn   -> backbone.layerI.J.downsample.0 / .1
+    backbone.rgb_path.* / backbone.pose_path.* -> backbone.rgb.* / backbone.pose.*
+    backbone.rgb_path.layerI_lateral.conv     -> backbone.rgb_laterals.layerI.conv
+    backbone.pose_path.layerI_lateral.conv/bn -> backbone.pose_laterals.layerI.conv / .bn
+    cls_head.fc_cls / fc_rgb / fc_pose        -> head.fc / head.rgb.fc / head.pose.fc
+
+Both are strict: every key of the target model is produced exactly once with the right shape,
+and every source key is used; otherwise ``ValueError`` lists the offending keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor, nn
+
+from rgbpose.io import atomic_path
+from rgbpose.models import build_model, model_spec
+from rgbpose.models.rgbpose import RGBPoseRecognizer
+
+StateDict = dict[str, Tensor]
+
+# Only these buffers may be absent from a source (old checkpoints, 2D->3D inflations); they are
+# taken from the target model. Everything else must be present.
+_OPTIONAL_SUFFIXES = (".num_batches_tracked",)
+_MAX_LISTED = 20
+
+
+def _fmt_keys(keys: Iterable[str]) -> str:
+    keys = list(keys)
+    shown = ", ".join(keys[:_MAX_LISTED])
+    more = f" ... (+{len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else ""
+    return f"{len(keys)}: {shown}{more}"
+
+
+def _check_and_collect(
+    target: Mapping[str, Tensor],
+    produced: Mapping[str, list[tuple[str, Tensor]]],
+    unmapped: list[str],
+    what: str,
+    fill: Callable[[str, Tensor, str, Tensor], Tensor | None] | None = None,
+) -> StateDict:
+    """Assemble the target state dict from ``produced`` (target key -> [(source key, tensor)]).
+
+    ``fill(target_key, target_tensor, source_key, source_tensor)`` may return a tensor of the
+    target shape for an allowed shape change (zero-padding); ``None`` means a mismatch.
+    """
+    missing, duplicated, mismatched = [], [], []
+    out: StateDict = {}
+    for key, tgt in target.items():
+        sources = produced.get(key, [])
+        if not sources:
+            if key.endswith(_OPTIONAL_SUFFIXES):
+                out[key] = tgt.clone()
+            else:
+                missing.append(key)
+            continue
+        if len(sources) > 1:
+            duplicated.append(f"{key} <- {[s for s, _ in sources]}")
+            continue
+        src_key, src = sources[0]
+        if tuple(src.shape) == tuple(tgt.shape):
+            out[key] = src.detach().to(dtype=tgt.dtype).clone()
+            continue
+        value = fill(key, tgt, src_key, src) if fill is not None else None
+        if value is None:
+            mismatched.append(f"{key} {tuple(tgt.shape)} <- {src_key} {tuple(src.shape)}")
+        else:
+            out[key] = value
+    unexpected = list(unmapped) + [
+        f"{s} -> {k}" for k, srcs in produced.items() if k not in target for s, _ in srcs
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing target keys {_fmt_keys(missing)}")
+    if unexpected:
+        problems.append(f"unexpected source keys {_fmt_keys(unexpected)}")
+    if duplicated:
+        problems.append(f"target keys covered more than once {_fmt_keys(duplicated)}")
+    if mismatched:
+        problems.append(f"shape mismatches {_fmt_keys(mismatched)}")
+    if problems:
+        raise ValueError(f"{what}: " + "; ".join(problems))
+    return out
+
+
+def merge_unimodal(
+    rgb_state: Mapping[str, Tensor], pose_state: Mapping[str, Tensor], model: nn.Module
+) -> StateDict:
+    """State dict for ``model`` (an ``rgbpose_conv3d``) from rgb_only and pose_only state dicts.
+
+    Laterals keep ``model``'s current (fresh) weights; see the module docstring for the mapping.
+    """
+    if not isinstance(model, RGBPoseRecognizer):
+        raise ValueError(
+            f"merge_unimodal needs an rgbpose_conv3d model, got {type(model).__name__}"
+        )
+    target = model.state_dict()
+    padded = {f"backbone.{k}": v for k, v in model.backbone.padded_weight_keys().items()}
+    produced: dict[str, list[tuple[str, Tensor]]] = {}
+    unmapped: list[str] = []
+    for label, state in (("rgb", rgb_state), ("pose", pose_state)):
+        for key, value in state.items():
+            if key.startswith("backbone."):
+                new = f"backbone.{label}.{key.removeprefix('backbone.')}"
+            elif key.startswith("head.fc."):
+                new = f"head.{label}.fc.{key.removeprefix('head.fc.')}"
+            else:
+                unmapped.append(f"{label}:{key}")
+                continue
+            produced.setdefault(new, []).append((f"{label}:{key}", value))
+    for key, value in target.items():
+        if key.startswith(("backbone.rgb_laterals.", "backbone.pose_laterals.")):
+            produced.setdefault(key, []).append(("<fresh lateral>", value))
+
+    def zero_pad(key: str, tgt: Tensor, src_key: str, src: Tensor) -> Tensor | None:
+        extra = padded.get(key)
+        expected = (tgt.shape[0], tgt.shape[1] - extra, *tgt.shape[2:]) if extra else None
+        if expected is None or tuple(src.shape) != expected:
+            return None
+        out = torch.zeros_like(tgt)
+        out[:, : src.shape[1]] = src.to(dtype=tgt.dtype)
+        return out
+
+    return _check_and_collect(
+        target,
+        produced,
+        unmapped,
+        "merge_unimodal (rgb_only + pose_only -> rgbpose_conv3d)",
+        zero_pad,
+    )
+
+
+# --- PYSKL / mmaction2 names -> ours ------------------------------------------------------------
+
+_RESNET_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), repl)
+    for pattern, repl in (
+        (r"^conv1\.conv\.(weight)$", r"stem.conv.\1"),
+        (r"^conv1\.bn\.(\w+)$", r"stem.bn.\1"),
+        (r"^(layer\d+\.\d+)\.conv(\d)\.conv\.(weight)$", r"\1.conv\2.\3"),
+        (r"^(layer\d+\.\d+)\.conv(\d)\.bn\.(\w+)$", r"\1.bn\2.\3"),
+        (r"^(layer\d+\.\d+)\.downsample\.conv\.(weight)$", r"\1.downsample.0.\2"),
+        (r"^(layer\d+\.\d+)\.downsample\.bn\.(\w+)$", r"\1.downsample.1.\2"),
+    )
+)
+_LATERAL_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"^rgb_path\.layer(\d+)_lateral\.conv\.(weight)$"),
+        r"rgb_laterals.layer\1.conv.\2",
+    ),
+    (
+        re.compile(r"^pose_path\.layer(\d+)_lateral\.(conv|bn)\.(\w+)$"),
+        r"pose_laterals.layer\1.\2.\3",
+    ),
+)
+_HEAD_UNIMODAL = {"cls_head.fc_cls.": "head.fc."}
+_HEAD_RGBPOSE = {"cls_head.fc_rgb.": "head.rgb.fc.", "cls_head.fc_pose.": "head.pose.fc."}
+
+
+def _map_resnet(key: str) -> str | None:
+    for pattern, repl in _RESNET_RULES:
+        if pattern.match(key):
+            return pattern.sub(repl, key)
+    return None
+
+
+def pyskl_key(key: str, rgbpose: bool) -> str | None:
+    """Our name for a PYSKL/mmaction2 state-dict key (``None`` if it has no counterpart)."""
+    heads = _HEAD_RGBPOSE if rgbpose else _HEAD_UNIMODAL
+    for prefix, ours in heads.items():
+        if key.startswith(prefix) and key.count(".") == 2:
+            return ours + key.removeprefix(prefix)
+    if not key.startswith("backbone."):
+        return None
+    rest = key.removeprefix("backbone.")
+    if not rgbpose:
+        mapped = _map_resnet(rest)
+        return None if mapped is None else f"backbone.{mapped}"
+    for pattern, repl in _LATERAL_RULES:
+        if pattern.match(rest):
+            return "backbone." + pattern.sub(repl, rest)
+    for theirs, ours in (("rgb_path.", "rgb."), ("pose_path.", "pose.")):
+        if rest.startswith(theirs):
+            mapped = _map_resnet(rest.removeprefix(theirs))
+            return None if mapped is None else f"backbone.{ours}{mapped}"
+    return None
+
+
+def import_pyskl(state_dict: Mapping[str, Tensor], model: nn.Module) -> StateDict:
+    """Convert a PYSKL/mmaction2 state dict to ``model``'s names (any of our four models)."""
+    rgbpose = isinstance(model, RGBPoseRecognizer)
+    produced: dict[str, list[tuple[str, Tensor]]] = {}
+    unmapped: list[str] = []
+    for key, value in state_dict.items():
+        # DDP-wrapped saves prefix every key with "module."; the names are otherwise the same.
+        new = pyskl_key(key.removeprefix("module."), rgbpose)
+        if new is None:
+            unmapped.append(key)
+        else:
+            produced.setdefault(new, []).append((key, value))
+    kind = "rgbpose_conv3d" if rgbpose else type(model).__name__
+    return _check_and_collect(
+        model.state_dict(), produced, unmapped, f"import_pyskl (PYSKL -> {kind})"
+    )
+
+
+# --- command lines ------------------------------------------------------------------------------
+
+
+def _load_torch(path: Path) -> Any:
+    """``torch.load(weights_only=True)``; explain what to do when a checkpoint needs more."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message is long; its "WeightsUnpickler error:" line names the refused object.
+        found = re.search(r"WeightsUnpickler error: ([^\n]*)", str(exc))
+        detail = found.group(1).strip() if found else str(exc).strip()
+        if "Unsupported global" not in detail:
+            raise ValueError(f"{path}: not a readable torch checkpoint ({detail})") from exc
+        raise ValueError(
+            f"{path}: cannot be loaded with torch.load(weights_only=True) ({detail}). PYSKL/mmcv "
+            "checkpoints often carry a 'meta' or optimizer entry with non-tensor Python objects, "
+            "which safe loading refuses. If you trust the file, re-save only its weights and "
+            "import those: python -c \"import torch; c = torch.load('IN.pth', map_location='cpu', "
+            "weights_only=False); torch.save(c.get('state_dict', c), 'IN_weights.pth')\""
+        ) from exc
+    except (RuntimeError, EOFError) as exc:  # truncated / not a torch file
+        raise ValueError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+
+
+def _state_and_meta(obj: Any, path: Path, key: str) -> tuple[StateDict, dict[str, Any]]:
+    if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+        meta = obj.get("meta")
+        return dict(obj[key]), dict(meta) if isinstance(meta, Mapping) else {}
+    if isinstance(obj, Mapping) and obj and all(isinstance(v, Tensor) for v in obj.values()):
+        return dict(obj), {}  # a bare state dict
+    raise ValueError(f"{path}: expected a checkpoint dict with a {key!r} state dict")
+
+
+def _save_checkpoint(state: StateDict, meta: dict[str, Any], out: Path) -> None:
+    with atomic_path(out) as tmp:
+        torch.save({"model": state, "meta": meta}, tmp)
+
+
+def _head_classes(state: Mapping[str, Tensor]) -> int | None:
+    weight = state.get("head.fc.weight")
+    return int(weight.shape[0]) if weight is not None else None
+
+
+def merge_checkpoints(
+    rgb_path: Path,
+    pose_path: Path,
+    overrides: Mapping[str, Any],
+    num_classes: int | None = None,
+    seed: int = 0,
+) -> tuple[StateDict, dict[str, Any]]:
+    """Load two unimodal checkpoints and merge them for ``rgbpose_conv3d(**overrides)``.
+
+    ``num_classes`` defaults to the checkpoints' (which must agree). Returns (state, meta).
+    """
+    states, classes = {}, {}
+    for label, path in (("rgb", rgb_path), ("pose", pose_path)):
+        state, meta = _state_and_meta(_load_torch(path), path, "model")
+        expected = f"{label}_only"
+        if meta.get("model_name") not in (None, expected):
+            raise ValueError(
+                f"{path}: is a {meta['model_name']!r} checkpoint, --{label} needs {expected!r}"
+            )
+        states[label] = state
+        classes[label] = meta.get("num_classes") or _head_classes(state)
+    if num_classes is None:
+        if classes["rgb"] != classes["pose"]:
+            raise ValueError(
+                f"the checkpoints disagree on num_classes: rgb {classes['rgb']} ({rgb_path}) vs "
+                f"pose {classes['pose']} ({pose_path})"
+            )
+        num_classes = classes["rgb"]
+    if num_classes is None:
+        raise ValueError("cannot tell num_classes from the checkpoints; pass --num-classes")
+    torch.manual_seed(seed)  # the laterals' fresh init is reproducible
+    model = build_model("rgbpose_conv3d", int(num_classes), **dict(overrides))
+    merged = merge_unimodal(states["rgb"], states["pose"], model)
+    meta = model_spec(model)
+    meta.update(merged_from={"rgb": str(rgb_path), "pose": str(pose_path)}, seed=seed)
+    return merged, meta
+
+
+def _model_section(config_path: Path) -> dict[str, Any]:
+    with open(config_path) as fh:
+        cfg = yaml.safe_load(fh) or {}
+    section = cfg.get("model") if isinstance(cfg, dict) else None
+    if not isinstance(section, dict):
+        raise ValueError(f"{config_path}: no 'model:' mapping")
+    if section.get("name") != "rgbpose_conv3d":
+        raise ValueError(
+            f"{config_path}: model.name is {section.get('name')!r}; merge builds 'rgbpose_conv3d'"
+        )
+    overrides = section.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise ValueError(f"{config_path}: model.overrides must be a mapping")
+    return overrides
+
+
+def cli_merge(argv: list[str]) -> int:
+    """``rgbpose merge --rgb RGB.pt --pose POSE.pt --config RUN.yaml -o INIT.pt``."""
+    parser = argparse.ArgumentParser(
+        prog="rgbpose merge",
+        description="Merge rgb_only + pose_only checkpoints into an RGBPoseConv3D initialisation.",
+    )
+    parser.add_argument("--rgb", type=Path, required=True, help="rgb_only checkpoint (.pt)")
+    parser.add_argument("--pose", type=Path, required=True, help="pose_only checkpoint (.pt)")
+    parser.add_argument("--config", type=Path, required=True, help="rgbpose_conv3d run YAML")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="merged checkpoint")
+    parser.add_argument("--num-classes", type=int, default=None, help="default: the inputs'")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the laterals' fresh init")
+    args = parser.parse_args(argv)
+    try:
+        overrides = _model_section(args.config)
+        merged, meta = merge_checkpoints(
+            args.rgb, args.pose, overrides, args.num_classes, args.seed
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"rgbpose merge: error: {exc}", file=sys.stderr)
+        return 1
+    _save_checkpoint(merged, meta, args.output)
+    return 0
+
+
+def cli_import_pyskl(argv: list[str]) -> int:
+    """``rgbpose import-pyskl IN.pth --model NAME --num-classes K [--overrides-json J] -o OUT.pt``."""
+    parser = argparse.ArgumentParser(
+        prog="rgbpose import-pyskl",
+        description="Convert a PYSKL/mmaction2 checkpoint into an rgbpose checkpoint.",
+    )
+    parser.add_argument("input", type=Path, help="PYSKL checkpoint ({'state_dict': ...})")
+    parser.add_argument(
+        "--model", required=True, help="posec3d | pose_only | rgb_only | rgbpose_conv3d"
+    )
+    parser.add_argument("--num-classes", type=int, required=True)
+    parser.add_argument("--overrides-json", default="{}", help="build_model overrides as JSON")
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+    try:
+        overrides = json.loads(args.overrides_json)
+        if not isinstance(overrides, dict):
+            raise ValueError(f"--overrides-json must be a JSON object, got {args.overrides_json}")
+        model = build_model(args.model, args.num_classes, **overrides)
+        state, _ = _state_and_meta(_load_torch(args.input), args.input, "state_dict")
+        converted = import_pyskl(state, model)
+    except (ValueError, FileNotFoundError, json.JSONDecodeError) as exc:
+        print(f"rgbpose import-pyskl: error: {exc}", file=sys.stderr)
+        return 1
+    meta = model_spec(model)
+    meta["imported_from"] = str(args.input)
+    _save_checkpoint(converted, meta, args.output)
+    return 0

@@ -189,3 +189,20 @@ def test_wrong_shape_in_shard_fail_and_skip(tmp_path, shards, capsys):
     ]  # fmt: skip
     assert "duplicate sample (also in " + str(shards[1]) in rows[3][3]
     assert "skipped 4 sample(s) (2 at this stage)" in capsys.readouterr().out
+
+
+def test_pose_layout_coco17_converts_kinect_2d_and_keeps_3d(tmp_path):
+    pose = kinect_pose(C, M=1, T=2)
+    pose["keypoint"] = np.arange(2 * 25 * 2, dtype=np.float32).reshape(1, 2, 25, 2)
+    pose["keypoint_score"][0, :, 18] = 0.5  # right ankle inferred
+    dump_pickle([pose], tmp_path / "k.pkl")
+    assert build(tmp_path, [tmp_path / "k.pkl"], "--pose-layout", "coco17") == 0
+    (ann,) = load_pickle(tmp_path / "ann.pkl")["annotations"]
+    assert ann["layout"] == "coco17" and ann["layout3d"] == "ntu25"
+    assert ann["keypoint"].shape == (1, 2, 17, 2) and ann["keypoint3d"].shape == (1, 2, 25, 3)
+    # coco 5 (left shoulder) <- Kinect 4; coco 16 (right ankle) <- Kinect 18; nose <- head (3)
+    np.testing.assert_array_equal(ann["keypoint"][0, 1, 5], pose["keypoint"][0, 1, 4])
+    np.testing.assert_array_equal(ann["keypoint"][0, 0, 0], [6, 7])
+    assert ann["keypoint_score"][0, 0, 16] == np.float16(0.5)
+    validate_annotation(ann)
+    assert load_annotations(tmp_path / "ann.pkl")["annotations"][0]["layout"] == "coco17"

@@ -146,6 +146,10 @@ def benchmark_list(wildcards):
     return " ".join(dataset_cfg(wildcards.dataset)["benchmarks"])
 
 
+def pose_layout(wildcards):
+    return dataset_cfg(wildcards.dataset)["pose_layout"]
+
+
 def bad_sample_policy(wildcards):
     return dataset_cfg(wildcards.dataset)["on_bad_sample"]
 

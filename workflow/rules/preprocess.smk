@@ -114,8 +114,10 @@ rule build_annotations:
         runtime=30,
     params:
         benchmarks=benchmark_list,
+        layout=pose_layout,
         policy=bad_sample_policy,
     shell:
         "rgbpose build-annotations {input.poses} -o {output.ann} --dataset {wildcards.dataset}"
         " --benchmarks {params.benchmarks} --skipped-in {input.skipped}"
-        " --skipped-out {output.skipped} --on-bad-sample {params.policy} > {log} 2>&1"
+        " --skipped-out {output.skipped} --on-bad-sample {params.policy}"
+        " --pose-layout {params.layout} > {log} 2>&1"

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from rgbpose.io import BadSampleError, SkipLog, dump_pickle, load_pickle, read_skip_tsv
-from rgbpose.layouts import Layout, get_layout
+from rgbpose.layouts import LAYOUTS, Layout, convert_layout, get_layout
 from rgbpose.ntu import BENCHMARKS, is_valid_name, make_splits, parse_name
 
 from .compress import progress
@@ -84,7 +84,9 @@ def check_pose_arrays(d: Any, source: str | os.PathLike, *, ntu_name: bool = Tru
         raise bad(f"total_frames {tf!r} does not match keypoint's T = {T}")
     if C == 2 and "keypoint_score" not in d:
         raise bad("keypoint_score is missing")
-    expected = {"keypoint_score": (M, T, V), "keypoint3d": (M, T, V, 3), "present": (M, T)}
+    # 3D joints keep the sensor's layout when the 2D keypoints were converted (``layout3d``).
+    V3 = get_layout(d["layout3d"]).num_joints if "layout3d" in d else V
+    expected = {"keypoint_score": (M, T, V), "keypoint3d": (M, T, V3, 3), "present": (M, T)}
     for key, shape in expected.items():
         if key not in d:
             continue
@@ -134,8 +136,15 @@ def validate_annotation(
                 raise BadSampleError(source, f"{name}: {key} is missing")
 
 
-def to_annotation(pose: dict[str, Any], source: str | os.PathLike) -> dict[str, Any]:
-    """Convert a denoised pose dict into a validated PYSKL annotation (float16 arrays)."""
+def to_annotation(
+    pose: dict[str, Any], source: str | os.PathLike, pose_layout: str | None = None
+) -> dict[str, Any]:
+    """Convert a denoised pose dict into a validated PYSKL annotation (float16 arrays).
+
+    ``pose_layout`` (e.g. ``coco17``) converts the 2D keypoints to that layout, so Kinect data
+    feeds the 17-channel PoseC3D input like an estimator's; 3D joints stay in the sensor layout
+    (recorded as ``layout3d``).
+    """
     layout = check_pose_arrays(pose, source)
     name = pose["frame_dir"]
     if pose["keypoint"].shape[-1] != 2 or "img_shape" not in pose:
@@ -147,12 +156,15 @@ def to_annotation(pose: dict[str, Any], source: str | os.PathLike) -> dict[str, 
         "img_shape": img_shape,
         "original_shape": tuple(int(s) for s in pose.get("original_shape", img_shape)),
         "total_frames": int(pose["total_frames"]),
-        "keypoint": pose["keypoint"].astype(np.float16),
-        "keypoint_score": pose["keypoint_score"].astype(np.float16),
-        "layout": layout.name,
+        "layout": pose_layout or layout.name,
     }
+    kp, score = convert_layout(pose["keypoint"], pose["keypoint_score"], layout.name, ann["layout"])
+    ann["keypoint"] = kp.astype(np.float16)
+    ann["keypoint_score"] = score.astype(np.float16)
     if "keypoint3d" in pose:
         ann["keypoint3d"] = pose["keypoint3d"].astype(np.float16)
+        if ann["layout"] != layout.name:
+            ann["layout3d"] = layout.name
     validate_annotation(ann, source)  # float16 can overflow: check what is actually written
     return ann
 
@@ -163,6 +175,7 @@ def build_annotations(
     benchmarks: Sequence[str],
     skip: SkipLog,
     skipped_before: Collection[str] = frozenset(),
+    pose_layout: str | None = None,
 ) -> dict[str, Any]:
     """Merge denoised shard pickles into ``{'split': ..., 'annotations': [...]}``.
 
@@ -184,7 +197,7 @@ def build_annotations(
         for pose in poses:
             name = str(pose.get("frame_dir", "?")) if isinstance(pose, dict) else "?"
             try:
-                ann = to_annotation(pose, shard)
+                ann = to_annotation(pose, shard, pose_layout)
                 if name in anns or name in duplicated:
                     first = origin.get(name, "an earlier shard")
                     raise BadSampleError(shard, f"{name}: duplicate sample (also in {first})")
@@ -260,6 +273,12 @@ def cli(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--skipped-out", type=Path, help="merged skip TSV (always written when given)")
     p.add_argument("--on-bad-sample", choices=("fail", "skip"), default="fail")
+    p.add_argument(
+        "--pose-layout",
+        choices=("native", *LAYOUTS),
+        default="native",
+        help="convert 2D keypoints to this layout (ntu25 -> coco17 for PoseC3D's 17 channels)",
+    )
     args = p.parse_args(argv)
     prog = "rgbpose build-annotations"
 
@@ -267,7 +286,12 @@ def cli(argv: Sequence[str] | None = None) -> int:
     try:
         earlier = [row for tsv in args.skipped_in for row in read_skip_tsv(tsv)]
         data = build_annotations(
-            args.inputs, args.dataset, args.benchmarks, skip, {r[0] for r in earlier}
+            args.inputs,
+            args.dataset,
+            args.benchmarks,
+            skip,
+            {r[0] for r in earlier},
+            None if args.pose_layout == "native" else args.pose_layout,
         )
     except (OSError, ValueError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)

@@ -117,28 +117,29 @@ def test_front_view_is_not_mirrored():
 
 def test_rendered_head_and_markers_sit_on_the_projected_joints():
     cfg = syn.SynthConfig(
-        performers=(2,), cameras=(1,), actions=(24,), frames=12, width=320, height=180
+        performers=(2, 5), cameras=(1, 3), actions=(24,), frames=12, width=320, height=180
     )
-    name = "S001C001P002R001A024"  # kicking: the hands stay far from the head
-    frames, seq, meta = syn.render_sample(cfg, name)
-    marked, _, _ = syn.render_sample(cfg, name, marker_joints=(3, 19, 7))
     fx = syn.color_intrinsics(cfg.width, cfg.height)[0]
     hh, ww = np.mgrid[0 : cfg.height, 0 : cfg.width]
-    for t in (0, 5, 11):
-        body = next(b for b in seq.frames[t] if b.body_id == meta["actor_body_ids"][0])
-        u, v = body.color_xy[3]
-        r = 0.12 * fx / body.xyz[3, 2]  # a bit more than the head radius
-        win = (hh - v) ** 2 + (ww - u) ** 2 <= (r + 2) ** 2
-        skin = frames[t, int(round(v)), int(round(u))]
-        mask = win & np.all(frames[t] == skin, axis=-1)
-        assert mask.sum() > 0.6 * math.pi * (r / 1.1) ** 2  # the disc is really drawn there
-        assert abs(ww[mask].mean() - u) < 1.0 and abs(hh[mask].mean() - v) < 1.0
-        magenta = np.all(marked[t] == (255, 0, 255), axis=-1)
-        for j in (3, 19, 7):
-            mu, mv = body.color_xy[j]
-            sel = magenta & ((hh - mv) ** 2 + (ww - mu) ** 2 <= 16)
-            assert sel.sum() >= 9
-            assert abs(ww[sel].mean() - mu) < 1.0 and abs(hh[sel].mean() - mv) < 1.0
+    # kicking: the hands stay far from the head; a 45-degree and a front view
+    for name in ("S001C001P002R001A024", "S001C003P005R002A024"):
+        frames, seq, meta = syn.render_sample(cfg, name)
+        marked, _, _ = syn.render_sample(cfg, name, marker_joints=(3, 19, 7))
+        for t in (0, 5, 11):
+            body = next(b for b in seq.frames[t] if b.body_id == meta["actor_body_ids"][0])
+            u, v = body.color_xy[3]
+            r = 0.12 * fx / body.xyz[3, 2]  # a bit more than the head radius (0.11 m x scale)
+            win = (hh - v) ** 2 + (ww - u) ** 2 <= (r + 2) ** 2
+            skin = frames[t, int(round(v)), int(round(u))]  # the head disc's exact colour
+            mask = win & np.all(frames[t] == skin, axis=-1)
+            assert mask.sum() > 0.6 * math.pi * (r / 1.1) ** 2  # the disc is really drawn there
+            assert abs(ww[mask].mean() - u) < 1.0 and abs(hh[mask].mean() - v) < 1.0
+            magenta = np.all(marked[t] == (255, 0, 255), axis=-1)
+            for j in (3, 19, 7):
+                mu, mv = body.color_xy[j]
+                sel = magenta & ((hh - mv) ** 2 + (ww - mu) ** 2 <= 16)
+                assert sel.sum() >= 9
+                assert abs(ww[sel].mean() - mu) < 1.0 and abs(hh[sel].mean() - mv) < 1.0
 
 
 def test_three_cameras_film_one_performance():
@@ -267,10 +268,9 @@ def test_clis_and_contact_sheet(tmp_path):
     cfg_file = tmp_path / "synth.yaml"
     cfg_file.write_text("performers: [1]\ncameras: [1]\nreplications: [1]\nactions: [1, 2]\n")
     out = tmp_path / "raw"
-    rc = syn.cli_synthesize(
-        ["-o", str(out), "--config", str(cfg_file), "--frames", "6", "--width", "96", "--height", "54",
-         "--only", "S001C001P001R001A002"]
-    )  # fmt: skip
+    args = ["-o", str(out), "--config", str(cfg_file), "--frames", "6"]
+    args += ["--width", "96", "--height", "54", "--only", "S001C001P001R001A002"]
+    rc = syn.cli_synthesize(args)
     assert rc == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "S001C001P001R001A002.skeleton",

@@ -44,6 +44,10 @@ def atomic_path(dst: str | os.PathLike, suffix: str | None = None) -> Iterator[P
     )
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates 0600; give the final file the usual umask-based mode like open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
         os.replace(tmp_path, dst)

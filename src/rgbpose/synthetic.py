@@ -17,9 +17,10 @@ How a sample is made
   replication, action)`` -- *not* the camera: like NTU, the three cameras film one performance.
 * **Cameras** (NTU: three Kinects at -45, 0, +45 degrees): C1 stands at azimuth 0, C2 at -45
   (to the left of C1 as seen from C1), C3 at +45, all looking at the performer (small per-setup
-  jitter of angle, distance 3.0-3.5 m and height 0.9-1.3 m).  In replication 1 the performer
-  faces C2, in replication 2 faces C3, so (as the NTU paper describes) C1 always sees a 45 degree
-  view and C2/C3 see one front and one side (90 degree) view each.
+  jitter of angle, distance 2.8-3.2 m, height 0.9-1.2 m, aimed 1.12 m above the floor).  In
+  replication 1 the performer faces C2, in replication 2 faces C3, so (as the NTU paper
+  describes) C1 always sees a 45 degree view and C2/C3 see one front and one side (90 degree)
+  view each.
   Camera space is Kinect-like: x right, y up, z forward, metres.  ``colorX/colorY`` are the
   pinhole projection into the raw ``width x height`` frame (horizontal FoV 84.1 degrees like the
   Kinect v2 colour camera, square pixels, principal point at the image centre, image y down):
@@ -43,7 +44,7 @@ differs, so the skeleton cannot tell them apart but RGB can):
 
 * A001 drink water -- a tall blue cup (upright, tilted towards the mouth when raised);
 * A002 eat meal/snack -- a round orange piece of food;
-* A003 brushing teeth -- a long thin white toothbrush with a green head, pointing at the mouth.
+* A003 brushing teeth -- a long thin white toothbrush with a green head, held across the mouth.
 
 Motion-mainly (no object, or an object that does not identify the class on its own):
 
@@ -52,7 +53,7 @@ Motion-mainly (no object, or an object that does not identify the class on its o
 * A010 clapping -- both forearms in front of the chest, hands meet 3-5 times;
 * A023 hand waving -- right upper arm raised sideways, forearm up, swinging 2-4 times;
 * A024 kicking something -- right leg back-swing then kick (left foot planted); a ball flies off;
-* A027 jump up -- crouch, arm swing, take-off 0.2-0.35 m, landing crouch;
+* A027 jump up -- crouch, arm swing back then up, a ~0.2 m jump, landing crouch;
 
 Two-person (2 real bodies: the named performer plus a fixed partner per performer, facing each
 other sideways to the "front" camera):
@@ -296,7 +297,8 @@ class _Performer:
 
 
 def _jitter_colour(rng: np.random.Generator, c: RGB, amount: int) -> RGB:
-    return tuple(int(np.clip(v + rng.integers(-amount, amount + 1), 0, 255)) for v in c)  # type: ignore[return-value]
+    r, g, b = (int(np.clip(v + rng.integers(-amount, amount + 1), 0, 255)) for v in c)
+    return r, g, b
 
 
 @lru_cache(maxsize=256)
@@ -835,9 +837,9 @@ def _build_scene(cfg: SynthConfig, name: str) -> tuple[list[_Actor], list[_Prop]
         else:
             _recoil(m2, pf2, hit_at=0.5)
         m2.root += pf2.sway
-        local2, extra2 = _forward_kinematics(partner, m2)
-        # The pair faces each other across the "front" direction; A's right hand meets B's (or
-        # B's chest) at the middle at the key moment.
+        local2, _ = _forward_kinematics(partner, m2)
+        # The two face each other, side-on to the camera the performer would face alone; they
+        # stand so that A's right hand meets B's right hand (A050: B's chest) at the key moment.
         k = (
             int(np.argmax(_bump(pf.phase, 0.3, 0.4, 0.6, 0.7)))
             if s.action == 58
@@ -847,7 +849,6 @@ def _build_scene(cfg: SynthConfig, name: str) -> tuple[list[_Actor], list[_Prop]
         hb = local2[k, R_HAND] if s.action == 58 else local2[k, SPINE_SHOULDER] + [0, 0, 0.12]
         gap_fwd = ha[2] + hb[2] + (0.0 if s.action == 58 else 0.05)
         gap_lat = ha[0] + hb[0]
-        left, fwd = _facing_axes(face)
         centre = np.array([pf.offset[0], 0.0, pf.offset[1]])
         # person A looks along +left of the pair's facing, B along -left
         yaw_a, yaw_b = face + 90.0, face - 90.0
@@ -891,7 +892,7 @@ def _build_scene(cfg: SynthConfig, name: str) -> tuple[list[_Actor], list[_Prop]
         # stool under the seated pelvis (from the seated end of the motion)
         seated = _Motion.rest(1)
         _sit(seated, np.ones(1), np.zeros(1))
-        sl, se = _forward_kinematics(main, seated)
+        _, se = _forward_kinematics(main, seated)
         seat = se["pelvis"][0] + [0.0, -0.09 * main.scale, -0.02]
         half = 0.2
         corners = (
@@ -911,7 +912,7 @@ def _build_scene(cfg: SynthConfig, name: str) -> tuple[list[_Actor], list[_Prop]
         ball = np.broadcast_to(ball0, (t, 3)).copy()
         if contact.size:
             dt = np.maximum(np.arange(t) - contact[0], 0) / cfg.fps
-            ball[:, 2] += 5.0 * dt
+            ball[:, 2] += np.minimum(5.0 * dt, 1.8)  # rolls out of the way, never at the camera
             ball[:, 1] += 3.0 * dt - 4.9 * dt**2
             ball[:, 1] = np.maximum(ball[:, 1], r)
         props.append(_Prop("ball", _to_world(ball, origin, face)[:, None], r, (235, 235, 225)))
@@ -1087,10 +1088,14 @@ def _background(cfg: SynthConfig, camera: int) -> np.ndarray:
 
 _SHIFT = 4  # cv2 sub-pixel bits
 _ONE = 1 << _SHIFT
+_FAR = 1e5  # pixels
+_NEAR = 0.3  # metres: nothing closer to the camera is drawn (a ball may fly past it)
 
 
 def _pt(p: np.ndarray) -> tuple[int, int]:
-    return int(round(float(p[0]) * _ONE)), int(round(float(p[1]) * _ONE))
+    # clipped so that a point far outside the frame still fits cv2's int32 fixed point
+    x, y = np.clip(p, -_FAR, _FAR)
+    return int(round(float(x) * _ONE)), int(round(float(y) * _ONE))
 
 
 class _Canvas:
@@ -1109,16 +1114,22 @@ class _Canvas:
         self, a: np.ndarray, b: np.ndarray, pa, pb, r: float, colour: RGB, bias: float = 0.0
     ):
         z = 0.5 * (a[2] + b[2])
+        if min(a[2], b[2]) < _NEAR:
+            return
         self.items.append((z + bias, len(self.items), ("line", pa, pb, self._px(r, z), colour)))
 
     def disc(
         self, c: np.ndarray, pc, r: float, colour: RGB, bias: float = 0.0, back: tuple | None = None
     ):
+        if c[2] < _NEAR:
+            return
         self.items.append(
             (c[2] + bias, len(self.items), ("disc", pc, self._px(r, c[2]), colour, back))
         )
 
     def poly(self, pts3: np.ndarray, pts2: np.ndarray, colour: RGB, bias: float = 0.0):
+        if pts3[:, 2].min() < _NEAR:
+            return
         self.items.append(
             (float(pts3[:, 2].mean()) + bias, len(self.items), ("poly", pts2, colour))
         )
@@ -1154,7 +1165,7 @@ class _Canvas:
                 cv2.circle(img, _pt(pc), int(round(rad * _ONE)), col, -1, aa, _SHIFT)
             else:
                 _, pts, col = item
-                ipts = np.round(np.asarray(pts) * _ONE).astype(np.int32)[None]
+                ipts = np.round(np.clip(pts, -_FAR, _FAR) * _ONE).astype(np.int32)[None]
                 cv2.fillPoly(img, ipts, col, aa, _SHIFT)
                 cv2.polylines(img, ipts, True, _shade(col, 0.55), 1, aa, _SHIFT)
 
@@ -1498,7 +1509,9 @@ def cli_synthesize(argv: Sequence[str] | None = None) -> int:
     """``rgbpose synthesize -o OUT_DIR [--config F] [--seed N] [--width W] [--height H] ...``."""
     ap = argparse.ArgumentParser(prog="rgbpose synthesize", description=__doc__.splitlines()[0])
     ap.add_argument("-o", "--out-dir", required=True, type=Path)
-    ap.add_argument("--config", help="YAML/JSON file with SynthConfig keys")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--config", help="YAML/JSON file with SynthConfig keys")
+    src.add_argument("--config-json", help="SynthConfig keys as an inline JSON object")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--width", type=int)
     ap.add_argument("--height", type=int)
@@ -1507,7 +1520,10 @@ def cli_synthesize(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     args = ap.parse_args(argv)
     try:
-        d = _load_config_file(args.config) if args.config else {}
+        if args.config_json:
+            d = json.loads(args.config_json)
+        else:
+            d = _load_config_file(args.config) if args.config else {}
         for key in ("seed", "width", "height", "frames"):
             if getattr(args, key) is not None:
                 d[key] = getattr(args, key)

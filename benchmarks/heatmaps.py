@@ -12,8 +12,8 @@ Rows (clips/s, higher is better):
   window), for reference;
 * ``ours_numpy``: ``rgbpose.data.heatmaps.generate_pose_target(double=True)``, what the data
   loader runs;
-* ``torch_cpu`` / ``torch_cuda``: ``batch_heatmaps_torch`` + ``flip_heatmaps_torch`` on a batch
-  of 16 clips.
+* ``torch_cpu`` / ``torch_cuda``: ``batch_heatmaps_torch(..., flip_perm=...)`` on a batch of 16
+  clips (what ``heatmaps_to_device`` runs on the training device).
 
 Every implementation is checked against the loop (max abs diff <= 1e-4) before it is timed.
 Usage: ``python benchmarks/heatmaps.py [--out benchmarks/heatmaps_results.tsv]``.
@@ -34,7 +34,6 @@ from rgbpose.data.heatmaps import (
     EPS,
     batch_heatmaps_torch,
     channel_flip_perm,
-    flip_heatmaps_torch,
     generate_pose_target,
 )
 from rgbpose.io import write_text_atomic
@@ -134,20 +133,27 @@ def pyskl_numpy_heatmaps(kp: np.ndarray, score: np.ndarray, shape, sigma: float)
     return np.concatenate([out, out[:, perm, :, ::-1]])
 
 
-def time_per_call(fn, min_time: float = 1.0, rounds: int = 5) -> float:
-    """Median over ``rounds`` of the mean seconds per call (each round >= min_time / rounds)."""
-    fn()  # warm-up
-    results = []
+def time_interleaved(fns: dict[str, object], min_time: float, rounds: int = 5) -> dict:
+    """Seconds per call of each function, measured in interleaved rounds.
+
+    Each round times every function for ``min_time / rounds`` seconds, one after another, so a
+    change in machine load hits all of them alike; returns per function the list of per-round
+    means (callers take medians, and medians of per-round ratios).
+    """
+    for fn in fns.values():
+        fn()  # warm-up
+    out: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
-        n, start = 0, time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_time / rounds:
-                break
-        results.append(elapsed / n)
-    return float(np.median(results))
+        for name, fn in fns.items():
+            n, start = 0, time.perf_counter()
+            while True:
+                fn()
+                n += 1
+                elapsed = time.perf_counter() - start
+                if elapsed >= min_time / rounds:
+                    break
+            out[name].append(elapsed / n)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,57 +162,63 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=16, help="clips per torch batch")
     parser.add_argument("--min-time", type=float, default=2.0, help="seconds per measurement")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (per core)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
     kp, score = realistic_clip(args.seed)
     shape = (SIZE, SIZE)
     reference = loop_heatmaps(kp, score, shape, SIGMA)
-    rows: list[dict[str, object]] = []
+    perm = channel_flip_perm(COCO17).tolist()
 
-    def record(name, device, batch, sec_per_call, result):
-        diff = float(np.abs(np.asarray(result, np.float32) - reference).max())
-        if diff > TOLERANCE:
-            raise SystemExit(f"{name}: max abs diff {diff:.2e} > {TOLERANCE}")
+    # name -> (device, clips per call, function returning [2T, C, H, W] of the last clip)
+    impls: dict[str, tuple[str, int, object]] = {
+        "loop": ("cpu", 1, lambda: loop_heatmaps(kp, score, shape, SIGMA)),
+        "pyskl_numpy": ("cpu", 1, lambda: pyskl_numpy_heatmaps(kp, score, shape, SIGMA)),
+        "ours_numpy": (
+            "cpu",
+            1,
+            lambda: generate_pose_target(kp, score, shape, sigma=SIGMA, double=True),
+        ),
+    }
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        kp_t = torch.from_numpy(kp)[None].repeat(args.batch, 1, 1, 1, 1).to(device)
+        sc_t = torch.from_numpy(score)[None].repeat(args.batch, 1, 1, 1).to(device)
+
+        def batched(kp_t=kp_t, sc_t=sc_t, device=device):
+            # As heatmaps_to_device: flip copies scattered directly, [2N, C, T, H, W].
+            hm = batch_heatmaps_torch(kp_t, sc_t, shape, SIGMA, flip_perm=perm)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            return torch.cat([hm[-2], hm[-1]], dim=1).permute(1, 0, 2, 3)
+
+        impls[f"torch_{device}"] = (device, args.batch, batched)
+
+    diffs = {}
+    for name, (_, _, fn) in impls.items():
+        result = fn()
+        result = result.cpu().numpy() if isinstance(result, torch.Tensor) else result
+        diffs[name] = float(np.abs(np.asarray(result, np.float32) - reference).max())
+        if diffs[name] > TOLERANCE:
+            raise SystemExit(f"{name}: max abs diff {diffs[name]:.2e} > {TOLERANCE}")
+    times = time_interleaved({k: v[2] for k, v in impls.items()}, args.min_time * len(impls))
+    rows: list[dict[str, object]] = []
+    for name, (device, batch, _) in impls.items():
+        per_clip = np.array(times[name]) / batch
         rows.append(
             {
                 "impl": name,
                 "device": device,
                 "batch": batch,
-                "clips_per_s": batch / sec_per_call,
-                "ms_per_clip": 1e3 * sec_per_call / batch,
-                "max_abs_diff": diff,
+                "clips_per_s": float(1 / np.median(per_clip)),
+                "ms_per_clip": float(1e3 * np.median(per_clip)),
+                "max_abs_diff": diffs[name],
+                "speedup_vs_loop": float(np.median(np.array(times["loop"]) / per_clip)),
+                "speedup_vs_pyskl_numpy": float(
+                    np.median(np.array(times["pyskl_numpy"]) / per_clip)
+                ),
             }
         )
-
-    loop_s = time_per_call(lambda: loop_heatmaps(kp, score, shape, SIGMA), args.min_time)
-    record("loop", "cpu", 1, loop_s, reference)
-    pyskl_s = time_per_call(lambda: pyskl_numpy_heatmaps(kp, score, shape, SIGMA), args.min_time)
-    record("pyskl_numpy", "cpu", 1, pyskl_s, pyskl_numpy_heatmaps(kp, score, shape, SIGMA))
-
-    def ours():
-        return generate_pose_target(kp, score, shape, sigma=SIGMA, double=True)
-
-    record("ours_numpy", "cpu", 1, time_per_call(ours, args.min_time), ours())
-
-    perm = channel_flip_perm(COCO17).tolist()
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for device in devices:
-        kp_t = torch.from_numpy(kp)[None].repeat(args.batch, 1, 1, 1, 1).to(device)
-        sc_t = torch.from_numpy(score)[None].repeat(args.batch, 1, 1, 1).to(device)
-
-        def batched(kp_t=kp_t, sc_t=sc_t, device=device):
-            hm = batch_heatmaps_torch(kp_t, sc_t, shape, SIGMA)
-            hm = torch.cat([hm, flip_heatmaps_torch(hm, perm)], dim=2)  # [N, C, 2T, H, W]
-            if device == "cuda":
-                torch.cuda.synchronize()
-            return hm
-
-        result = batched()[-1].permute(1, 0, 2, 3).cpu().numpy()
-        record(f"torch_{device}", device, args.batch, time_per_call(batched, args.min_time), result)
-
-    for row in rows:
-        row["speedup_vs_loop"] = row["clips_per_s"] * loop_s
-        row["speedup_vs_pyskl_numpy"] = row["clips_per_s"] * pyskl_s
     cols = list(rows[0])
     header = (
         f"# clip: {M} persons, {V} joints, {T} frames, {SIZE}x{SIZE}, sigma {SIGMA}, flip-doubled;"

@@ -240,6 +240,22 @@ def test_torch_equals_numpy(sigma):
     flipped = flip_heatmaps_torch(hm, perm.tolist())[0].numpy().transpose(1, 0, 2, 3)
     doubled = generate_pose_target(kp, sc, shape, sigma=sigma, double=True)
     np.testing.assert_allclose(flipped, doubled[4:], atol=1e-5)
+    # Flip copies scattered directly: groups of 2 views, each followed by its mirrored views.
+    both = batch_heatmaps_torch(
+        torch.from_numpy(np.stack([kp, kp2, kp2, kp])),
+        torch.from_numpy(np.stack([sc, sc2, sc2, sc])),
+        shape,
+        sigma,
+        limbs=COCO17.limbs,
+        flip_perm=channel_flip_perm(COCO17, True, True).tolist(),
+        views=2,
+    )
+    assert both.shape == (8, 34, 4, 20, 18)
+    plain = torch.from_numpy(expected)
+    mirrored = flip_heatmaps_torch(plain, channel_flip_perm(COCO17, True, True).tolist())
+    for got_i, want in zip(both, [plain[0], plain[1], mirrored[0], mirrored[1],
+                                  plain[1], plain[0], mirrored[1], mirrored[0]]):  # fmt: skip
+        torch.testing.assert_close(got_i, want, atol=1e-5, rtol=0)
 
 
 def test_empty_and_nonfinite_inputs():

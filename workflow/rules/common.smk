@@ -154,13 +154,15 @@ def bad_sample_policy(wildcards):
     return dataset_cfg(wildcards.dataset)["on_bad_sample"]
 
 
-def all_shards(pattern):
-    """Input function: ``pattern`` (with {dataset} and {shard}) for every shard of the dataset."""
+def all_shards(*patterns):
+    """Input function: each pattern (with {dataset} and {shard}) for every shard of the dataset."""
 
     def inputs(wildcards):
+        shards = shard_ids(wildcards.dataset)
         return [
-            pattern.format(dataset=wildcards.dataset, shard=s)
-            for s in shard_ids(wildcards.dataset)
+            p.format(dataset=wildcards.dataset, shard=s)
+            for p in patterns
+            for s in shards
         ]
 
     return inputs

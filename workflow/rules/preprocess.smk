@@ -93,11 +93,11 @@ rule denoise_poses:
 rule build_annotations:
     input:
         poses=all_shards("results/{dataset}/shards/denoised/{shard}.pkl"),
-        skipped=[
-            all_shards("results/{dataset}/shards/compress/{shard}.skipped.tsv"),
-            all_shards("results/{dataset}/shards/poses/{shard}.skipped.tsv"),
-            all_shards("results/{dataset}/shards/denoised/{shard}.skipped.tsv"),
-        ],
+        skipped=all_shards(
+            "results/{dataset}/shards/compress/{shard}.skipped.tsv",
+            "results/{dataset}/shards/poses/{shard}.skipped.tsv",
+            "results/{dataset}/shards/denoised/{shard}.skipped.tsv",
+        ),
     output:
         ann="results/{dataset}/annotations.pkl",
         skipped=report(

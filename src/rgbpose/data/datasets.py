@@ -18,7 +18,10 @@ follow the shared contract (``/tmp/rgbpose/CONTRACT.md``).  The pipelines mirror
 "compact" is PoseC3D's compaction (one square box over all sampled keypoints, 25% padding,
 frames zero-padded where it leaves the image); keypoints are first rescaled from the
 annotation's ``img_shape`` to the decoded frame size.  Views: 1 in train and val, ``num_clips``
-in test, doubled (original views, then their mirrored copies) with ``flip_test``.
+in test, doubled (original views, then their mirrored copies) with ``flip_test`` -- for every
+modality (PYSKL flips only heatmaps).  Persons: at most ``max_persons``, those with the highest
+total keypoint score in their original order (denoised annotations have <= 2); the same
+persons feed the CPU heatmaps and the on-device keypoints, so both give equal maps.
 
 Randomness: train items draw from a per-process ``np.random.Generator`` seeded from
 ``torch.initial_seed()``, which DataLoader sets to ``base_seed + worker_id`` in each worker, so
@@ -44,7 +47,6 @@ from rgbpose.data import transforms as tf
 from rgbpose.data.heatmaps import (
     batch_heatmaps_torch,
     channel_flip_perm,
-    flip_heatmaps_torch,
     generate_pose_target,
     heatmap_canvas,
 )
@@ -505,6 +507,7 @@ def heatmaps_to_device(
     score = batch["keypoint_score"].to(device, non_blocking=True)
     b, v = kp.shape[:2]
     layout = get_layout(cfg.layout) if cfg.layout else get_layout(int(kp.shape[-2]))
+    flip = bool(batch.get("flip_views", False))
     hm = batch_heatmaps_torch(
         kp.flatten(0, 1),
         score.flatten(0, 1),
@@ -513,11 +516,9 @@ def heatmaps_to_device(
         limbs=layout.limbs if cfg.with_limb else None,
         use_score=cfg.use_score,
         with_kp=cfg.with_kp,
+        flip_perm=channel_flip_perm(layout, cfg.with_kp, cfg.with_limb).tolist() if flip else None,
+        views=v,
     )
-    hm = hm.unflatten(0, (b, v))
-    if batch.get("flip_views", False):
-        perm = channel_flip_perm(layout, cfg.with_kp, cfg.with_limb)
-        flipped = flip_heatmaps_torch(hm.flatten(0, 1), perm.tolist()).unflatten(0, (b, v))
-        hm = torch.cat([hm, flipped], dim=1)
+    hm = hm.unflatten(0, (b, -1))
     batch["heatmap_imgs"] = hm
     return batch

@@ -8,16 +8,16 @@ integer pixel centre ``(x, y)`` in the window gets
 
 and persons merge by **max**.  Joint maps: ``d2 = (x - mu_x)**2 + (y - mu_y)**2`` in the window
 ``[int(mu - 3 sigma), int(mu + 3 sigma) + 1)`` per axis, clipped to the canvas, where ``int``
-truncates toward zero like Python's (so a point at x = -1.5 with sigma 0.6 still lights column 0,
-while floor would not).  Limb maps for limb ``(a, b)``: amplitude ``min(s_a, s_b)``, ``d2`` the
+truncates toward zero like Python's (so a point at x = -2.0 with sigma 0.6 still lights column 0:
+``int(-0.2) + 1 = 1``, while floor would give an empty window).  Limb maps for limb ``(a, b)``: amplitude ``min(s_a, s_b)``, ``d2`` the
 squared distance from the pixel to the segment a-b (PYSKL's projection formula), window the
 bounding box of a and b grown by 3 sigma with the same ``int`` rule; when ``|a - b|**2 < 1``
 the limb is drawn as PYSKL does, as the joint map of ``a`` (amplitude ``s_a``, a's window).
 
 Implementation: instead of PYSKL's Python loops over persons, frames and joints, every
 (person, frame, channel) is one *entry*; the entries' windows are evaluated together on a padded
-``K x K`` grid (K = the largest window, 5 pixels for joints at sigma 0.6), and the valid pixels
-are scattered into the output with a max.  Flip-test doubling scatters the same values a second
+``Ky x Kx`` grid (the largest window of a group of similar sizes: 5 x 5 pixels for joints at
+sigma 0.6), and the in-window pixels are scattered into the output with a max.  Flip-test doubling scatters the same values a second
 time at mirrored columns and swapped channels, so it costs no dense copy.
 ``batch_heatmaps_torch`` does the same on a torch device for a whole batch (``scatter_reduce``
 with ``amax``).  All windows are computed in float64 from the float32 coordinates (as PYSKL's
@@ -70,9 +70,9 @@ def _bounds(lo: np.ndarray, hi: np.ndarray, sigma: float, size: int) -> tuple[np
 class _Scatter:
     """Max-merges entry windows into a dense float32 output, optionally with its flip copy.
 
-    The output is ``[T, C, H, W]`` (``channel_major=False``, frames of all clips in a row) or
-    ``[V, C, L, H, W]`` with ``V = T // L`` clips (``channel_major=True``: the model's layout,
-    so the data loader needs no transpose copy).  With ``flip_perm`` the mirrored maps follow as
+    The output is ``[T, C, H, W]`` (no ``clip_len``: frames of all clips in a row) or
+    ``[V, C, L, H, W]`` with ``V = T // L`` clips of ``clip_len`` L (the model's layout, so the
+    data loader needs no transpose copy).  With ``flip_perm`` the mirrored maps follow as
     extra frames (``[2T, ...]``) or extra views (``[2V, ...]``).  Pixels outside an entry's
     window go to a scratch element past the end of the buffer.  One person's pixels are unique
     per (frame, channel), so a gather-max-store per person is exact and persons merge by max
@@ -124,16 +124,30 @@ class _Scatter:
 
         ``e`` are the (ascending) entry numbers; entry e belongs to person ``e // per_person``.
         """
-        splits = np.flatnonzero(np.diff(e // per_person)) + 1
-        segments = np.split(np.arange(e.size), splits)
-        rows = py[:, :, None] * self.w
-        for flipped in (False, True) if self.flip_perm is not None else (False,):
-            cols = (self.w - 1 - px) if flipped else px
-            idx = self._base(t, c, flipped)[:, None, None] + rows + cols[:, None, :]
-            idx = np.where(valid, idx, self.scratch)
-            for seg in segments:
-                i, v = idx[seg].reshape(-1), val[seg].reshape(-1)
-                self.buf[i] = np.maximum(self.buf[i], v)
+        cuts = [0, *(np.flatnonzero(np.diff(e // per_person)) + 1).tolist(), e.size]
+        # Offsets fit int32 for any realistic clip; halving the index traffic matters here.
+        itype = np.int32 if self.scratch < 2**31 else np.int64
+        scratch = itype(self.scratch)
+        rows = (py * self.w).astype(itype)[:, :, None]
+        idx = (
+            self._base(t, c, False).astype(itype)[:, None, None]
+            + rows
+            + px.astype(itype)[:, None, :]
+        )
+        idx = np.where(valid, idx, scratch)
+        idx_flip = None
+        if self.flip_perm is not None:
+            cols = (self.w - 1 - px).astype(itype)[:, None, :]
+            idx_flip = self._base(t, c, True).astype(itype)[:, None, None] + rows + cols
+            idx_flip = np.where(valid, idx_flip, scratch)
+        for lo, hi in zip(cuts[:-1], cuts[1:]):
+            i = idx[lo:hi].reshape(-1)
+            new = np.maximum(self.buf[i], val[lo:hi].reshape(-1))
+            self.buf[i] = new
+            if idx_flip is not None:
+                # The mirrored half is always an exact mirror of the original half, so its new
+                # values are the same maxima: store them without a second gather.
+                self.buf[idx_flip[lo:hi].reshape(-1)] = new
 
 
 def _render(
@@ -148,8 +162,9 @@ def _render(
 ) -> None:
     """Evaluate the entries on padded windows and scatter them.
 
-    Entries are grouped by window size (powers of two of the longer side) so that one long limb
-    does not pad every short one to its size; each group is cut into chunks of bounded size.
+    Entries are grouped by window size (powers of two of the longer side, sides <= 8 together)
+    so that one long limb does not pad every short one to its size; each group is cut into
+    chunks of bounded size.
     """
     st_x, ed_x, st_y, ed_y = bounds
     wx, wy = ed_x - st_x, ed_y - st_y
@@ -157,8 +172,11 @@ def _render(
     if live.size == 0:
         return
     side = np.maximum(wx[live], wy[live])
-    group = np.ceil(np.log2(side)).astype(np.int64)
-    var = np.float32(sigma**2)
+    # Windows up to 8 px (all joints for sigma < 1) form one group: fewer, larger numpy calls.
+    group = np.maximum(np.ceil(np.log2(side)), 3).astype(np.int64)
+    # exp(-d2 / 2 / sigma^2) as exp(d2 * k): one multiply instead of three divisions/negations
+    # over the padded grid (the values differ from PYSKL's order of operations by ~1 ulp).
+    k = np.float32(-0.5 / sigma**2)
     for g in np.unique(group):
         sel = live[group == g]
         kx, ky = int(wx[sel].max()), int(wy[sel].max())
@@ -169,7 +187,9 @@ def _render(
             py = st_y[e, None] + np.arange(ky)  # [E, Ky]
             valid = (py < ed_y[e, None])[:, :, None] & (px < ed_x[e, None])[:, None, :]
             d2 = d2_fn(e, px.astype(np.float32), py.astype(np.float32))  # [E, Ky, Kx] float32
-            val = np.exp(-d2 / 2 / var) * amp[e, None, None]
+            d2 *= k
+            val = np.exp(d2, out=d2)
+            val *= amp[e, None, None]
             scatter.add(e, t[e], c[e], px, py, valid, val, per_person)
 
 
@@ -352,7 +372,7 @@ def _bounds_t(lo: torch.Tensor, hi: torch.Tensor, sigma: float, size: int):
 
 def _render_t(
     flat: torch.Tensor,
-    base: torch.Tensor,
+    bases: list[tuple[torch.Tensor, bool]],
     amp: torch.Tensor,
     bounds,
     d2_fn,
@@ -360,7 +380,10 @@ def _render_t(
     width: int,
     k: tuple[int, int] | None,
 ) -> None:
-    """Evaluate entries on padded windows; scatter-max into ``flat`` at ``base + y*W + x``."""
+    """Evaluate entries on padded windows; scatter-max into ``flat`` at ``base + y*W + x``.
+
+    ``bases`` holds one flat offset per entry and whether that copy is mirrored (x -> W-1-x).
+    """
     st_x, ed_x, st_y, ed_y = bounds
     if amp.numel() == 0:
         return
@@ -383,12 +406,15 @@ def _render_t(
         valid = (py < ed_y[e, None])[:, :, None] & (px < ed_x[e, None])[:, None, :]
         d2 = d2_fn(e, px.float(), py.float())
         val = torch.exp(-d2 / 2 / var) * amp[e, None, None]
-        val = torch.where(valid, val, torch.zeros((), device=dev))
-        # Padding pixels (outside the window) point at the entry's first pixel with value 0,
-        # which max() ignores; no boolean compaction, so no device sync.
-        idx = base[e, None, None] + py[:, :, None] * width + px[:, None, :]
-        idx = torch.where(valid, idx, base[e, None, None])
-        flat.scatter_reduce_(0, idx.reshape(-1), val.reshape(-1), reduce="amax")
+        val = torch.where(valid, val, torch.zeros((), device=dev)).reshape(-1)
+        rows = py[:, :, None] * width
+        for base, mirrored in bases:
+            cols = (width - 1 - px) if mirrored else px
+            # Padding pixels (outside the window) point at the entry's base with value 0,
+            # which max() ignores; no boolean compaction, so no device sync.
+            idx = base[e, None, None] + rows + cols[:, None, :]
+            idx = torch.where(valid, idx, base[e, None, None])
+            flat.scatter_reduce_(0, idx.reshape(-1), val, reduce="amax")
 
 
 def batch_heatmaps_torch(
@@ -399,17 +425,27 @@ def batch_heatmaps_torch(
     limbs: Sequence[tuple[int, int]] | None = None,
     use_score: bool = True,
     with_kp: bool = True,
+    flip_perm: Sequence[int] | None = None,
+    views: int = 1,
 ) -> torch.Tensor:
     """Heatmaps for a batch on ``kp``'s device: ``[N, C, T, H, W]`` float32.
 
-    ``kp [N, M, T, V, 2]`` canvas pixels, ``score [N, M, T, V]``; channels are the V joints
-    (``with_kp``) followed by one per limb in ``limbs`` (if given).  Same formula, windows and
-    max-merge as :func:`keypoint_heatmaps` / :func:`limb_heatmaps` (equal within float32
-    rounding).
+    ``kp [N, M, T, V, 2]`` canvas pixels, ``score [N, M, T, V]`` (None or ``use_score=False``:
+    amplitude 1); channels are the V joints (``with_kp``) followed by one per limb in ``limbs``
+    (if given).  Same formula, windows and max-merge as :func:`keypoint_heatmaps` /
+    :func:`limb_heatmaps` (equal within float32 rounding).
+
+    With ``flip_perm`` (see :func:`channel_flip_perm`) the flip-test copies are scattered too
+    and the result is ``[2N, C, T, H, W]``: the clips are taken in groups of ``views`` (one
+    sample's views) and each group is followed by its mirrored copies, so
+    ``out.view(N // views, 2 * views, ...)`` is the data pipeline's view order.  Each copy
+    equals :func:`flip_heatmaps_torch` of its original, without a dense copy.
     """
     if kp.ndim != 5 or kp.shape[-1] != 2:
         raise ValueError(f"keypoints must be [N, M, T, V, 2], got {tuple(kp.shape)}")
     n, m, t, v, _ = kp.shape
+    if views < 1 or n % views:
+        raise ValueError(f"{n} clips are not whole groups of {views} views")
     h, w = shape
     dev = kp.device
     kp = kp.float()
@@ -423,16 +459,33 @@ def batch_heatmaps_torch(
     limbs = list(limbs) if limbs is not None else []
     n_kp = v if with_kp else 0
     n_c = n_kp + len(limbs)
-    out = torch.zeros((n, n_c, t, h, w), dtype=torch.float32, device=dev)
+    copies = 1 if flip_perm is None else 2
+    out = torch.zeros((copies * n, n_c, t, h, w), dtype=torch.float32, device=dev)
     if n_c == 0 or h == 0 or w == 0:
         return out
+    if flip_perm is not None and len(flip_perm) != n_c:
+        raise ValueError(f"flip_perm has {len(flip_perm)} entries for {n_c} channels")
     flat = out.view(-1)
-    n_idx = torch.arange(n, device=dev).view(n, 1, 1, 1)
+    clip = torch.arange(n, device=dev)
+    slot = (clip // views) * (copies * views) + clip % views  # output clip of each input clip
     t_idx = torch.arange(t, device=dev).view(1, 1, t, 1)
+    inv = None
+    if flip_perm is not None:
+        inv = torch.argsort(torch.as_tensor(list(flip_perm), dtype=torch.long, device=dev))
+
+    def bases(chans: torch.Tensor) -> list[tuple[torch.Tensor, bool]]:
+        """Flat offsets of entries ordered (clip, person, frame, channel)."""
+
+        def one(slots, ch):
+            b = ((slots.view(-1, 1, 1, 1) * n_c + ch.view(1, 1, 1, -1)) * t + t_idx) * (h * w)
+            return b.expand(n, m, t, ch.numel()).reshape(-1)
+
+        out_bases = [(one(slot, chans), False)]
+        if inv is not None:
+            out_bases.append((one(slot + views, inv[chans]), True))
+        return out_bases
 
     if with_kp:
-        c_idx = torch.arange(v, device=dev).view(1, 1, 1, v)
-        base = (((n_idx * n_c + c_idx) * t + t_idx) * h * w).expand(n, m, t, v).reshape(-1)
         mu = kp.reshape(-1, 2)
         mux, muy = mu[:, 0], mu[:, 1]
         bx = _bounds_t(mux, mux, sigma, w)
@@ -444,14 +497,13 @@ def batch_heatmaps_torch(
             dy = y - muy[e, None]
             return dy[:, :, None] ** 2 + dx[:, None, :] ** 2
 
-        _render_t(flat, base, amp.reshape(-1), (*bx, *by), d2_joint, sigma, w, k)
+        chans = torch.arange(v, device=dev)
+        _render_t(flat, bases(chans), amp.reshape(-1), (*bx, *by), d2_joint, sigma, w, k)
 
     if limbs:
         n_l = len(limbs)
         la = torch.tensor([a for a, _ in limbs], device=dev)
         lb = torch.tensor([b for _, b in limbs], device=dev)
-        c_idx = (n_kp + torch.arange(n_l, device=dev)).view(1, 1, 1, n_l)
-        base = (((n_idx * n_c + c_idx) * t + t_idx) * h * w).expand(n, m, t, n_l).reshape(-1)
         start = kp[:, :, :, la].reshape(-1, 2)
         end = kp[:, :, :, lb].reshape(-1, 2)
         amp_a = amp[:, :, :, la].reshape(-1)
@@ -485,7 +537,8 @@ def batch_heatmaps_torch(
             d2 = torch.where(coeff <= 0, d2_start, torch.where(coeff >= 1, d2_end, d2_line))
             return torch.where(degenerate[e, None, None], d2_start, d2)
 
-        _render_t(flat, base, value, (st_x, ed_x, st_y, ed_y), d2_limb, sigma, w, None)
+        chans = n_kp + torch.arange(n_l, device=dev)
+        _render_t(flat, bases(chans), value, (st_x, ed_x, st_y, ed_y), d2_limb, sigma, w, None)
     return out
 
 

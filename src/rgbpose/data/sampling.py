@@ -112,8 +112,6 @@ def mm_uniform_sample(
         ``{modality: int64 [num_clips * clip_len]}``.
     """
     return {
-        name: uniform_sample(
-            num_frames, length, num_clips, test_mode=test_mode, rng=rng, seed=seed
-        )
+        name: uniform_sample(num_frames, length, num_clips, test_mode=test_mode, rng=rng, seed=seed)
         for name, length in clip_lens.items()
     }

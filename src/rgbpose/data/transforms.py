@@ -303,6 +303,7 @@ def normalize(
     std: Sequence[float] = RGB_STD,
 ) -> np.ndarray:
     """``(imgs - mean) / std`` per RGB channel, as float32 ``[N, h, w, 3]``."""
-    mean_a = np.asarray(mean, dtype=np.float32)
-    inv_std = 1.0 / np.asarray(std, dtype=np.float32)
-    return (imgs.astype(np.float32) - mean_a) * inv_std
+    out = imgs.astype(np.float32)  # a copy; the in-place ops below avoid two more
+    out -= np.asarray(mean, dtype=np.float32)
+    out *= 1.0 / np.asarray(std, dtype=np.float32)
+    return out

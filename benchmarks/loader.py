@@ -1,0 +1,150 @@
+"""Benchmark: data-loading clips/s per CPU core for the training pipelines (DESIGN.md 6).
+
+Builds a tiny NTU-like dataset in a temp dir -- a few 960x540 H.264 videos (made with the
+ffmpeg binary bundled in imageio-ffmpeg, GOP 32 like the compress stage) and hand-made
+annotations in 1080p coordinates with two moving skeletons -- then times
+``dataset[i]`` in-process (``num_workers=0``, one torch thread), i.e. the work one DataLoader
+worker does per clip, at the real sizes: RGB 8 frames 224^2, pose 32 frames 56^2.
+
+Rows: ``decode_8`` (decord alone: 8 sparse frames), ``pose_train``, ``pose_train_kp`` (pose
+pipeline with heatmaps_on_device: keypoints only), ``rgb_train``, ``rgbpose_train`` and
+``rgbpose_train_kp``.  Usage: ``python benchmarks/loader.py [--out
+benchmarks/loader_results.tsv]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import torch
+
+from rgbpose.data.datasets import PipelineConfig, build_dataset
+from rgbpose.data.sampling import uniform_sample
+from rgbpose.data.video import read_frames
+from rgbpose.io import write_text_atomic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from heatmaps import realistic_clip  # noqa: E402  (same skeleton generator)
+
+FRAMES, VH, VW = 72, 540, 960
+
+
+def make_video(path: Path, seed: int) -> None:
+    """A textured 960x540 clip with moving blobs, encoded like the compress stage."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:VH, 0:VW].astype(np.float32)
+    texture = rng.integers(0, 40, (VH // 4, VW // 4, 3), dtype=np.uint8)
+    texture = np.kron(texture, np.ones((4, 4, 1), np.uint8))
+    cmd = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo",
+        "-pix_fmt", "rgb24", "-s", f"{VW}x{VH}", "-r", "30", "-i", "-", "-c:v", "libx264",
+        "-preset", "veryfast", "-crf", "23", "-g", "32", "-pix_fmt", "yuv420p", str(path),
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
+    for k in range(FRAMES):
+        frame = np.empty((VH, VW, 3), np.float32)
+        frame[..., 0] = 80 + 60 * np.sin(xx / 90 + k / 10)
+        frame[..., 1] = 90 + 50 * np.cos(yy / 70 - k / 15)
+        frame[..., 2] = 120
+        for cx in (VW * 0.35 + 3 * k, VW * 0.65 - 2 * k):
+            blob = ((xx - cx) / 60) ** 2 + ((yy - VH / 2) / 170) ** 2 < 1
+            frame[blob] = (200, 60 + k, 40)
+        proc.stdin.write((np.clip(frame, 0, 215).astype(np.uint8) + texture).tobytes())
+    proc.stdin.close()
+    if proc.wait() != 0:
+        raise SystemExit(f"ffmpeg failed for {path}")
+
+
+def make_dataset(root: Path, n: int) -> dict:
+    names = [f"S001C00{1 + i % 3}P00{1 + i}R001A0{50 + i:02d}" for i in range(n)]
+    annos = []
+    for i, name in enumerate(names):
+        make_video(root / f"{name}.mp4", i)
+        kp, score = realistic_clip(i, persons=2, frames=FRAMES, canvas=(1080, 1920), height=0.6)
+        annos.append(
+            {
+                "frame_dir": name,
+                "label": 49 + i,
+                "img_shape": (1080, 1920),
+                "original_shape": (1080, 1920),
+                "total_frames": FRAMES,
+                "keypoint": kp.astype(np.float16),
+                "keypoint_score": score.astype(np.float16),
+                "layout": "coco17",
+            }
+        )
+    return {"split": {"train": names}, "annotations": annos}
+
+
+def clips_per_s(fn, n_items: int, min_time: float) -> float:
+    fn(0)  # warm-up (imports, first decode)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < min_time:
+        fn(count % n_items)
+        count += 1
+    return count / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="benchmarks/loader_results.tsv")
+    parser.add_argument("--videos", type=int, default=4)
+    parser.add_argument("--min-time", type=float, default=5.0, help="seconds per row")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="rgbpose-loader-") as tmp:
+        root = Path(tmp)
+        ann = make_dataset(root, args.videos)
+        names = ann["split"]["train"]
+        rgb_inds = uniform_sample(FRAMES, 8, rng=np.random.default_rng(0))
+        rows.append(
+            (
+                "decode_8",
+                clips_per_s(
+                    lambda i: read_frames(root / f"{names[i]}.mp4", rgb_inds),
+                    len(names),
+                    args.min_time,
+                ),
+            )
+        )
+        pose = PipelineConfig(modality="pose")
+        rgbpose = PipelineConfig(modality="rgbpose", sigma=0.7)
+        configs = {
+            "pose_train": pose,
+            "pose_train_kp": dataclasses.replace(pose, heatmaps_on_device=True),
+            "rgb_train": PipelineConfig(modality="rgb"),
+            "rgbpose_train": rgbpose,
+            "rgbpose_train_kp": dataclasses.replace(rgbpose, heatmaps_on_device=True),
+        }
+        for name, cfg in configs.items():
+            ds = build_dataset(cfg, ann, "train", "train", video_dir=root)
+            rows.append((name, clips_per_s(ds.__getitem__, len(ds), args.min_time)))
+
+    header = (
+        f"# in-process (num_workers=0), 1 torch thread; {args.videos} videos {VW}x{VH} "
+        f"{FRAMES} frames; RGB 8x224^2, pose 32x56^2; torch {torch.__version__}, numpy "
+        f"{np.__version__}, {platform.machine()}"
+    )
+    lines = [header, "pipeline\tclips_per_s_per_core\tms_per_clip"]
+    lines += [f"{name}\t{rate:.4g}\t{1e3 / rate:.4g}" for name, rate in rows]
+    text = "\n".join(lines) + "\n"
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.out, text)
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

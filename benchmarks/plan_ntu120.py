@@ -12,7 +12,6 @@ minutes and several GB).
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import resource
 import subprocess
@@ -69,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(yaml.safe_dump({"run": ["ntu120"], "datasets": {"ntu120": cfg}}))
             seconds, jobs, rss = plan(path)
             rows.append((size, jobs, seconds, rss))
-            print(f"shard_size={size}: {jobs} jobs planned in {seconds:.1f} s (peak RSS {rss:.0f} MB)")
+            print(
+                f"shard_size={size}: {jobs} jobs planned in {seconds:.1f} s (peak RSS {rss:.0f} MB)"
+            )
     lines = ["shard_size\tjobs\tseconds\tpeak_rss_mb"]
     lines += [f"{s}\t{j}\t{sec:.2f}\t{rss:.0f}" for s, j, sec, rss in rows]
     if len(rows) > 1:

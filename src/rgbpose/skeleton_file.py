@@ -85,11 +85,15 @@ def write_skeleton(seq: SkeletonSequence, path: str | os.PathLike) -> None:
 def _numbers(line: str, count: int, path: str, lineno: int, what: str) -> list[float]:
     parts = line.split()
     if len(parts) != count:
-        raise BadSampleError(path, f"line {lineno}: expected {count} values ({what}), got {len(parts)}")
+        raise BadSampleError(
+            path, f"line {lineno}: expected {count} values ({what}), got {len(parts)}"
+        )
     try:
         return [float(p) for p in parts]
     except ValueError:
-        raise BadSampleError(path, f"line {lineno}: non-numeric value in {what}: {line.strip()!r}") from None
+        raise BadSampleError(
+            path, f"line {lineno}: non-numeric value in {what}: {line.strip()!r}"
+        ) from None
 
 
 def _int(line: str | None, path: str, lineno: int, what: str) -> int:
@@ -98,7 +102,9 @@ def _int(line: str | None, path: str, lineno: int, what: str) -> int:
     try:
         value = int(line.strip())
     except ValueError:
-        raise BadSampleError(path, f"line {lineno}: expected an integer ({what}), got {line.strip()!r}") from None
+        raise BadSampleError(
+            path, f"line {lineno}: expected an integer ({what}), got {line.strip()!r}"
+        ) from None
     if value < 0:
         raise BadSampleError(path, f"line {lineno}: negative {what}: {value}")
     return value
@@ -120,7 +126,9 @@ def read_skeleton(path: str | os.PathLike) -> SkeletonSequence:
         try:
             return next(it)
         except StopIteration:
-            raise BadSampleError(path, f"truncated: expected {what} after line {len(lines)}") from None
+            raise BadSampleError(
+                path, f"truncated: expected {what} after line {len(lines)}"
+            ) from None
 
     n, line = nxt("frame count")
     num_frames = _int(line, path, n, "frame count")
@@ -136,7 +144,9 @@ def read_skeleton(path: str | os.PathLike) -> SkeletonSequence:
             info = tuple(_numbers(" ".join(parts[1:]), 9, path, n, "body info"))
             n, line = nxt("joint count")
             if _int(line, path, n, "joint count") != NUM_JOINTS:
-                raise BadSampleError(path, f"line {n}: expected {NUM_JOINTS} joints, got {line.strip()}")
+                raise BadSampleError(
+                    path, f"line {n}: expected {NUM_JOINTS} joints, got {line.strip()}"
+                )
             joints = np.empty((NUM_JOINTS, 12), dtype=np.float64)
             for v in range(NUM_JOINTS):
                 n, line = nxt(f"joint {v}")

@@ -22,7 +22,7 @@ rule synthesize_dataset:
 
 rule compress_videos:
     input:
-        synthetic_or(raw_videos_of_shard),
+        raw_dir("raw_video_dir"),
     output:
         manifest="results/{dataset}/shards/compress/{shard}.tsv",
         skipped="results/{dataset}/shards/compress/{shard}.skipped.tsv",

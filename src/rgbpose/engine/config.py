@@ -228,7 +228,9 @@ def _build_section(src: str, section: str, cls: type, raw: Any) -> Any:
     ]
     if missing:
         where = f"{section}." if section else ""
-        raise BadSampleError(src, f"missing required key(s): {', '.join(where + m for m in missing)}")
+        raise BadSampleError(
+            src, f"missing required key(s): {', '.join(where + m for m in missing)}"
+        )
     return cls(**kwargs)
 
 
@@ -316,9 +318,7 @@ def _deepcopy(obj: Any) -> Any:
     return obj
 
 
-def load_run_config(
-    path: str | os.PathLike, overrides: dict[str, Any] | None = None
-) -> RunConfig:
+def load_run_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read a run-config YAML, apply dotted ``overrides`` and validate every key and type.
 
     Raises ``BadSampleError(path, problem)`` naming the offending key (e.g. a typo

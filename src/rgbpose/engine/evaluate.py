@@ -443,5 +443,7 @@ def cli(argv: list[str] | None = None) -> int:
             title=f"{Path(args.checkpoint).parent.name or model_name} on {args.split}",
         )  # fmt: skip
     if args.per_class_csv:
-        write_per_class_csv(per_class_rows(main_probs(scores), scores["labels"]), args.per_class_csv)
+        write_per_class_csv(
+            per_class_rows(main_probs(scores), scores["labels"]), args.per_class_csv
+        )
     return 0

@@ -124,7 +124,9 @@ def _single_head(s: dict[str, Any], preferred: Sequence[str], path: str) -> np.n
             return s["probs"][h]
     if len(s["probs"]) == 1:
         return next(iter(s["probs"].values()))
-    raise BadSampleError(path, f"expected one of the heads {list(preferred)}, has {list(s['probs'])}")
+    raise BadSampleError(
+        path, f"expected one of the heads {list(preferred)}, has {list(s['probs'])}"
+    )
 
 
 def fusion_report(

@@ -46,7 +46,7 @@ def test_config_error_names_the_key_before_any_job(tmp_path, mutate, expected):
 
 
 def test_demo_dry_run_plans_every_stage():
-    proc = snakemake("-n", "--quiet", "rules")
+    proc = snakemake("-n", "--forceall", "--quiet", "rules")
     assert proc.returncode == 0, proc.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout + proc.stderr, re.M))
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())["datasets"]["demo"]

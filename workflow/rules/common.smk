@@ -148,6 +148,19 @@ def compress_options(wildcards):
     return f"--height {c['height']} --crf {c['crf']} --preset {c['preset']} --gop {c['gop']}"
 
 
+def split_protocol(wildcards):
+    """Split rules of the dataset (rgbpose.ntu.make_splits' dataset argument)."""
+    cfg = dataset_cfg(wildcards.dataset)
+    protocol = cfg.get("protocol") or (
+        "demo" if is_synthetic(wildcards.dataset) else wildcards.dataset
+    )
+    if protocol not in ntu.BENCHMARKS:
+        raise ValueError(
+            f"dataset {wildcards.dataset}: set protocol to one of {sorted(ntu.BENCHMARKS)}"
+        )
+    return protocol
+
+
 def benchmark_list(wildcards):
     return " ".join(dataset_cfg(wildcards.dataset)["benchmarks"])
 

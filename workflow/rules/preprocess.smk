@@ -113,11 +113,12 @@ rule build_annotations:
         mem_mb=8000,
         runtime=30,
     params:
+        protocol=split_protocol,
         benchmarks=benchmark_list,
         layout=pose_layout,
         policy=bad_sample_policy,
     shell:
-        "rgbpose build-annotations {input.poses} -o {output.ann} --dataset {wildcards.dataset}"
+        "rgbpose build-annotations {input.poses} -o {output.ann} --dataset {params.protocol}"
         " --benchmarks {params.benchmarks} --skipped-in {input.skipped}"
         " --skipped-out {output.skipped} --on-bad-sample {params.policy}"
         " --pose-layout {params.layout} > {log} 2>&1"

@@ -118,7 +118,8 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
         "step_s": f"{step_s:.4f}",
         "clips_per_s": f"{clips_per_s:.2f}",
         "peak_mem_gib": (
-            f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f}" if device.type == "cuda"
+            f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f}"
+            if device.type == "cuda"
             else "NA"
         ),  # fmt: skip
         "fwd_gflops_per_clip": f"{flops / 1e9:.2f}",
@@ -126,7 +127,6 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
         "peak_tflops": "NA" if peak is None else f"{peak:g}",
         "share_of_peak": "NA" if peak is None else f"{train_tflops / peak:.4f}",
     }
-    del model, opt, fwd, xs
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return row

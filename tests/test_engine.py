@@ -221,6 +221,12 @@ def test_config_typo_names_key_and_file(tmp_path: Path) -> None:
         load_run_config(path)
 
     raw = toy_config().to_dict()
+    raw["data"]["modality"] = "video"  # a bad value, caught by the data package's PipelineConfig
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(BadSampleError, match=r"data: .*modality"):
+        load_run_config(path)
+
+    raw = toy_config().to_dict()
     raw["schedule"]["kind"] = "linear"
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(BadSampleError, match=r"'schedule\.kind': 'linear' is not one of"):

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "test": ("rgbpose.engine.evaluate", "multi-clip test: scores and metrics"),
     "fuse": ("rgbpose.engine.fusion", "late-fuse score files into fusion.txt/json"),
     "predict": ("rgbpose.predict", "top-5 actions for one video"),
+    "plot-curves": ("rgbpose.report", "plot training curves for the report"),
 }
 
 

@@ -8,7 +8,8 @@ rule train_pose_only:
         ann="results/{dataset}/annotations.pkl",
         config=model_config("pose_only"),
     output:
-        protected("results/{dataset}_{bench}/pose_only/best.pt"),
+        ckpt=protected("results/{dataset}_{bench}/pose_only/best.pt"),
+        log_csv="results/{dataset}_{bench}/pose_only/train_log.csv",
     log:
         "logs/train_pose_only/{dataset}_{bench}.log",
     benchmark:
@@ -29,7 +30,8 @@ rule train_pose_only:
     shell:
         "{params.launch} train --config {input.config} --ann {input.ann} --split {wildcards.bench}"
         " --video-dir results/{wildcards.dataset}/videos --num-classes {params.num_classes}"
-        " --work-dir {params.work} --out {output} {params.init} > {log} 2>&1"
+        " --work-dir {params.work} --out {output.ckpt} {params.init} > {log} 2>&1"
+        " && cp {params.work}/train_log.csv {output.log_csv}"
 
 
 use rule train_pose_only as train_rgb_only with:
@@ -38,7 +40,8 @@ use rule train_pose_only as train_rgb_only with:
         config=model_config("rgb_only"),
         videos=all_shards("results/{dataset}/shards/compress/{shard}.tsv"),
     output:
-        protected("results/{dataset}_{bench}/rgb_only/best.pt"),
+        ckpt=protected("results/{dataset}_{bench}/rgb_only/best.pt"),
+        log_csv="results/{dataset}_{bench}/rgb_only/train_log.csv",
     log:
         "logs/train_rgb_only/{dataset}_{bench}.log",
     benchmark:
@@ -76,7 +79,8 @@ use rule train_pose_only as finetune_rgbpose with:
         videos=all_shards("results/{dataset}/shards/compress/{shard}.tsv"),
         init="results/{dataset}_{bench}/rgbpose_conv3d/init.pt",
     output:
-        protected("results/{dataset}_{bench}/rgbpose_conv3d/best.pt"),
+        ckpt=protected("results/{dataset}_{bench}/rgbpose_conv3d/best.pt"),
+        log_csv="results/{dataset}_{bench}/rgbpose_conv3d/train_log.csv",
     log:
         "logs/finetune_rgbpose/{dataset}_{bench}.log",
     benchmark:
@@ -152,3 +156,28 @@ rule fuse:
     shell:
         "rgbpose fuse --scores rgb_only={input.rgb} pose_only={input.pose}"
         " rgbpose={input.rgbpose} -o {output.txt} --json {output.json} > {log} 2>&1"
+
+
+rule plot_training_curves:
+    input:
+        expand(
+            "results/{{dataset}}_{{bench}}/{model}/train_log.csv",
+            model=("rgb_only", "pose_only", "rgbpose_conv3d"),
+        ),
+    output:
+        report(
+            "results/{dataset}_{bench}/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Training",
+            labels={"benchmark": "{dataset}_{bench}"},
+        ),
+    log:
+        "logs/plot_training_curves/{dataset}_{bench}.log",
+    conda:
+        "../../envs/rgbpose.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "rgbpose plot-curves {input} -o {output} --titles rgb_only pose_only rgbpose_conv3d"
+        " > {log} 2>&1"

@@ -141,8 +141,15 @@ _SECTIONS: dict[str, type] = {
 _ENUMS = {
     ("schedule", "kind"): ("cosine", "step"),
     ("", "precision"): ("fp32", "bf16"),
-    ("model", "name"): MODEL_NAMES,
 }
+
+
+def _model_names() -> tuple[str, ...]:
+    try:  # the model registry, when the models package is there
+        from rgbpose.models import MODELS  # noqa: PLC0415
+    except ImportError:
+        return MODEL_NAMES
+    return tuple(MODELS)
 
 
 def _data_keys() -> tuple[str, ...]:
@@ -216,7 +223,9 @@ def _build_section(src: str, section: str, cls: type, raw: Any) -> Any:
             kwargs[key] = _check_data(src, value)
             continue
         kwargs[key] = _check_value(src, dotted, value, str(fields[key].type))
-        allowed = _ENUMS.get((section, key))
+        allowed = (
+            _model_names() if (section, key) == ("model", "name") else _ENUMS.get((section, key))
+        )
         if allowed is not None and kwargs[key] not in allowed:
             raise BadSampleError(src, f"key {dotted!r}: {value!r} is not one of {allowed}")
     missing = [
@@ -285,7 +294,20 @@ def run_config_from_dict(raw: Any, src: str = "<dict>") -> RunConfig:
         raise BadSampleError(src, f"a run config must be a mapping, got {type(raw).__name__}")
     cfg = _build_section(src, "", RunConfig, raw)
     _validate(cfg, src)
+    _validate_data(cfg, src)
     return cfg
+
+
+def _validate_data(cfg: RunConfig, src: str) -> None:
+    """Build the data package's PipelineConfig once so bad values fail now, naming the file."""
+    try:
+        from rgbpose.data.datasets import PipelineConfig  # noqa: PLC0415
+    except ImportError:  # data package absent: keys were checked against the contract list
+        return
+    try:
+        PipelineConfig.from_dict(cfg.data)
+    except (ValueError, TypeError) as exc:
+        raise BadSampleError(src, f"data: {exc}") from exc
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], src: str) -> dict[str, Any]:

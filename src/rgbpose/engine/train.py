@@ -408,17 +408,33 @@ def train(
     if info.distributed and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         created_group = True
+    if num_classes is None:
+        num_classes = getattr(model, "num_classes", None)
+    if batch_transform is None:
+        batch_transform = _device_transform(run_cfg)
+    if time_budget_s is None:
+        time_budget_s = run_cfg.time_budget_s
     try:
         return _train(
-            run_cfg, model, train_set, val_set, work_dir, out_ckpt, init, device, info,
+            run_cfg,
+            model,
+            train_set,
+            val_set,
+            work_dir,
+            out_ckpt,
+            init,
+            device,
+            info,
             model_name=model_name or run_cfg.model.name,
-            num_classes=num_classes if num_classes is not None else getattr(model, "num_classes", None),
+            num_classes=num_classes,
             collate_fn=collate_fn or default_collate,
-            batch_transform=batch_transform if batch_transform is not None else _device_transform(run_cfg),
-            time_budget_s=time_budget_s if time_budget_s is not None else run_cfg.time_budget_s,
-            stop_after_epoch=stop_after_epoch, epoch_end_hook=epoch_end_hook,
-            tensorboard=tensorboard, t_start=t_start,
-        )  # fmt: skip
+            batch_transform=batch_transform,
+            time_budget_s=time_budget_s,
+            stop_after_epoch=stop_after_epoch,
+            epoch_end_hook=epoch_end_hook,
+            tensorboard=tensorboard,
+            t_start=t_start,
+        )
     finally:
         if created_group:
             dist.destroy_process_group()
@@ -545,55 +561,26 @@ def _train(
             t0 = time.perf_counter()
             seed_everything(epoch_seed(cfg.seed, epoch, info.rank))
             sampler.set_epoch(epoch)
-            model.train()
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            correct = torch.zeros((), dtype=torch.float64, device=device)
-            seen = torch.zeros((), dtype=torch.float64, device=device)
-            batches: Any = loader
-            if show_bar:
-                from tqdm import tqdm  # noqa: PLC0415
-
-                batches = tqdm(loader, desc=f"epoch {epoch + 1}/{sched.epochs}", leave=False)
-            lr = base_lr
-            for batch in batches:
-                lr = lr_at(global_iter, base_lr, sched, ipe)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                if batch_transform is not None:
-                    batch = batch_transform(batch, device)
-                xs, views = prepare_inputs(batch, device, cfg.channels_last)
-                labels = batch["label"].to(device, non_blocking=True).repeat_interleave(views)
-                with autocast(device, cfg.precision):
-                    outputs = fwd(*xs)
-                    loss = model.loss(outputs, labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.optim.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                optimizer.step()
-                global_iter += 1
-                with torch.no_grad():
-                    pred = fused_probs(head_outputs(outputs, "logits")).argmax(-1)
-                    n = labels.numel()
-                    loss_sum += loss.detach().double() * n
-                    correct += (pred == labels).sum()
-                    seen += n
-                if writer is not None:
-                    writer.add_scalar("train/loss", loss.item(), global_iter)
-                    writer.add_scalar("train/lr", lr, global_iter)
-                if show_bar:
-                    batches.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.3g}")
+            desc = f"epoch {epoch + 1}/{sched.epochs}"
+            global_iter, stats, lr = _train_epoch(
+                fwd, model, loader, optimizer, cfg, base_lr, ipe, global_iter, device,
+                batch_transform, writer, desc if show_bar else None,
+            )  # fmt: skip
             if info.distributed:
-                stats = torch.stack([loss_sum, correct, seen])
                 dist.all_reduce(stats)
-                loss_sum, correct, seen = stats
+            loss_sum, correct, seen = stats.tolist()
+            if not math.isfinite(loss_sum):
+                raise FloatingPointError(
+                    f"training diverged: non-finite loss in epoch {epoch + 1} (lr {lr:g}); "
+                    "lower optim.lr or check the inputs"
+                )
             _sync_buffers(model, info)
             row: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "iters": global_iter,
                 "lr": lr,
-                "train_loss": float(loss_sum / seen),
-                "train_top1": float(correct / seen),
+                "train_loss": loss_sum / seen,
+                "train_top1": correct / seen,
             }
             validate_now = (epoch + 1) % cfg.val_interval == 0 or epoch + 1 == sched.epochs
             if val_set is not None and validate_now:
@@ -675,6 +662,63 @@ def _train(
     if info.distributed:
         dist.barrier()
     return TrainResult("finished", sched.epochs, global_iter, best_top1, out_ckpt)
+
+
+def _train_epoch(
+    fwd: nn.Module,
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    cfg: RunConfig,
+    base_lr: float,
+    ipe: int,
+    global_iter: int,
+    device: torch.device,
+    batch_transform: BatchTransform | None,
+    writer: Any,
+    progress_desc: str | None,
+) -> tuple[int, torch.Tensor, float]:
+    """One pass over ``loader``: per-iteration lr, forward (autocast), loss, backward, clipping,
+    SGD step. Returns the new global iteration, this process's [loss sum, correct, seen] (float64)
+    and the last lr."""
+    model.train()
+    stats = torch.zeros(3, dtype=torch.float64, device=device)
+    batches: Any = loader
+    if progress_desc is not None:
+        from tqdm import tqdm  # noqa: PLC0415
+
+        batches = tqdm(loader, desc=progress_desc, leave=False)
+    lr = base_lr
+    for batch in batches:
+        lr = lr_at(global_iter, base_lr, cfg.schedule, ipe)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if batch_transform is not None:
+            batch = batch_transform(batch, device)
+        xs, views = prepare_inputs(batch, device, cfg.channels_last)
+        labels = batch["label"].to(device, non_blocking=True).repeat_interleave(views)
+        with autocast(device, cfg.precision):
+            outputs = fwd(*xs)
+            loss = model.loss(outputs, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.optim.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        optimizer.step()
+        global_iter += 1
+        with torch.no_grad():
+            pred = fused_probs(head_outputs(outputs, "logits")).argmax(-1)
+            n = labels.numel()
+            stats += torch.stack(
+                [loss.detach().double() * n, (pred == labels).sum().double(),
+                 torch.tensor(float(n), dtype=torch.float64, device=device)]
+            )  # fmt: skip
+        if writer is not None:
+            writer.add_scalar("train/loss", loss.item(), global_iter)
+            writer.add_scalar("train/lr", lr, global_iter)
+        if progress_desc is not None:
+            batches.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.3g}")
+    return global_iter, stats, lr
 
 
 def _last_val(history: list[dict[str, Any]]) -> float | None:

@@ -40,7 +40,9 @@ How a sample is made
 Classes (label = A - 1; names from ``rgbpose.ntu.class_names()``)
 ----------------------------------------------------------------
 Appearance-mainly (the *same* right-hand-to-mouth motion distribution; only the held object
-differs, so the skeleton cannot tell them apart but RGB can):
+differs, so the skeleton cannot tell them apart but RGB can; the objects are deliberately
+oversized -- a 32 cm cup, a 26 cm fruit, a 40 cm brush -- so that the cue survives the demo's
+small input size):
 
 * A001 drink water -- a tall blue cup (upright, tilted towards the mouth when raised);
 * A002 eat meal/snack -- a round orange piece of food;
@@ -878,16 +880,16 @@ def _build_scene(cfg: SynthConfig, name: str) -> tuple[list[_Actor], list[_Prop]
         raised = np.clip((wrist[:, 1] - elbow[:, 1]) / max(main.forearm, 1e-6), 0, 1)[:, None]
         axis = _unit((1 - 0.65 * raised) * up + 0.65 * raised * to_mouth)
         centre = hand + 0.02 * _unit(hand - wrist)
-        cup = np.stack([centre - 0.11 * axis, centre + 0.11 * axis], 1)
-        props.append(_Prop("cup", cup, 0.062, (30, 90, 235)))
+        cup = np.stack([centre - 0.16 * axis, centre + 0.16 * axis], 1)
+        props.append(_Prop("cup", cup, 0.095, (30, 90, 235)))
     elif s.action == 2:
         centre = hand + 0.05 * _unit(hand - wrist) + 0.02 * up
-        props.append(_Prop("food", centre[:, None], 0.085, (255, 140, 10)))
+        props.append(_Prop("food", centre[:, None], 0.13, (255, 140, 10)))
     elif s.action == 3:
         # held across the mouth (towards it and to the left) so that it shows from every view
         axis = _unit(to_mouth + 0.9 * _facing_axes(face)[0])
-        a, b = hand - 0.04 * axis, hand + 0.24 * axis
-        props.append(_Prop("brush", np.stack([a, b], 1), 0.022, (245, 245, 245)))
+        a, b = hand - 0.06 * axis, hand + 0.34 * axis
+        props.append(_Prop("brush", np.stack([a, b], 1), 0.04, (245, 245, 245)))
     elif s.action in (8, 9):
         # stool under the seated pelvis (from the seated end of the motion)
         seated = _Motion.rest(1)

@@ -223,12 +223,26 @@ def train_runtime(wildcards, attempt):
     return base * attempt
 
 
+def contact_sheet_videos(wildcards):
+    """One raw video per action class (first performer/camera/replication), for a quick look."""
+    first = {}
+    for name in sample_names(wildcards.dataset):
+        first.setdefault(ntu.parse_name(name).action, name)
+    d = dataset_cfg(wildcards.dataset)["raw_video_dir"]
+    return [f"{d}/{n}_rgb.avi" for n in first.values()]
+
+
 def final_targets():
-    return [
-        f"results/{d}_{b}/fusion.txt"
-        for d in config["run"]
-        for b in dataset_cfg(d)["benchmarks"]
-    ]
+    """fusion.txt and the report figures of every benchmark of every dataset in ``run``."""
+    targets = []
+    for d in config["run"]:
+        runs = [f"results/{d}_{b}" for b in dataset_cfg(d)["benchmarks"]]
+        targets += [
+            f"{r}/{n}" for r in runs for n in ("fusion.txt", "training_curves.png")
+        ]
+        if is_synthetic(d):
+            targets.append(f"results/{d}/contact_sheet.png")
+    return targets
 
 
 def test_model_config(wildcards):

@@ -20,6 +20,28 @@ rule synthesize_dataset:
         "rgbpose synthesize -o {output} --config-json '{params.synth}' --jobs {threads} > {log} 2>&1"
 
 
+rule contact_sheet:
+    input:
+        "results/{dataset}/raw",
+    output:
+        report(
+            "results/{dataset}/contact_sheet.png",
+            caption="../report/contact_sheet.rst",
+            category="Data",
+        ),
+    log:
+        "logs/contact_sheet/{dataset}.log",
+    conda:
+        "../../envs/rgbpose.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        videos=contact_sheet_videos,
+    shell:
+        "rgbpose contact-sheet {params.videos} -o {output} --frames 5 > {log} 2>&1"
+
+
 rule compress_videos:
     input:
         raw_dir("raw_video_dir"),

@@ -50,7 +50,9 @@ def plot_training_curves(
         ax_loss.plot(log["epoch"], log["train_loss"], marker="o")
         ax_loss.set_title(title)
         ax_loss.set_ylabel("train loss")
-        ax_acc.plot(log["epoch"], [100 * v for v in log["val_top1"]], marker="o", color="C1")
+        # Validation runs every val_interval epochs: join the epochs that have a value.
+        val = [(e, 100 * v) for e, v in zip(log["epoch"], log["val_top1"]) if v == v]
+        ax_acc.plot([e for e, _ in val], [v for _, v in val], marker="o", color="C1")
         ax_acc.set_ylabel("val top-1 (%)")
         ax_acc.set_xlabel("epoch")
         ax_acc.set_ylim(0, 100)

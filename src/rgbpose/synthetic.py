@@ -1443,7 +1443,7 @@ def contact_sheet(
     """Tile ``frames_per_video`` evenly spaced frames of each video (one row each) into a PNG.
 
     Each row starts with a label panel (sample name and class name, or ``labels[i]``).  Returns
-    the RGB sheet; ``out_png`` is written atomically with ``cv2.imwrite``.
+    the RGB sheet; ``out_png`` is written atomically (PNG via Pillow).
     """
     import cv2
     import decord
@@ -1486,9 +1486,12 @@ def contact_sheet(
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     sheet = np.concatenate(rows, axis=0)
+    # Pillow, not cv2.imwrite: OpenCV's bundled libpng can fail ("bad parameters to zlib") once
+    # torch or mediapipe has loaded another zlib into the same process.
+    from PIL import Image
+
     with atomic_path(out_png) as tmp:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
-            raise RuntimeError(f"could not write {out_png}")
+        Image.fromarray(sheet).save(tmp, format="PNG")
     return sheet
 
 

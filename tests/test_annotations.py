@@ -206,3 +206,15 @@ def test_pose_layout_coco17_converts_kinect_2d_and_keeps_3d(tmp_path):
     assert ann["keypoint_score"][0, 0, 16] == np.float16(0.5)
     validate_annotation(ann)
     assert load_annotations(tmp_path / "ann.pkl")["annotations"][0]["layout"] == "coco17"
+
+
+def test_frame_inds_carried_and_validated(tmp_path):
+    pose = kinect_pose(C, M=1, T=3)
+    pose["frame_inds"] = np.array([2, 3, 5], np.int32)
+    dump_pickle([pose], tmp_path / "k.pkl")
+    assert build(tmp_path, [tmp_path / "k.pkl"]) == 0
+    (ann,) = load_pickle(tmp_path / "ann.pkl")["annotations"]
+    np.testing.assert_array_equal(ann["frame_inds"], [2, 3, 5])
+    ann["frame_inds"] = np.array([2, 2, 5], np.int32)
+    with pytest.raises(BadSampleError, match="frame_inds must be 3 increasing"):
+        validate_annotation(ann)

@@ -285,3 +285,27 @@ def test_read_frames_values_clamping_and_errors(data, tmp_path):
     bad.write_bytes(b"")
     with pytest.raises(BadSampleError, match=r"bad\.mp4: video file is empty"):
         read_frames(bad, [0])
+
+
+def test_rgb_frames_decoded_through_frame_inds(data, monkeypatch):
+    """Trimmed Kinect poses: pose frame t is video frame frame_inds[t]."""
+    import rgbpose.data.datasets as dsm
+
+    ann, root = data
+    requested = []
+
+    def spy(path, indices, **kw):
+        requested.append(np.asarray(indices).copy())
+        return read_frames(path, indices, **kw)
+
+    monkeypatch.setattr(dsm, "read_frames", spy)
+    base = {k: v for k, v in ann["annotations"][0].items()}
+    short = dict(base, total_frames=10, keypoint=base["keypoint"][:, :10],
+                 keypoint_score=base["keypoint_score"][:, :10])  # fmt: skip
+    shifted = dict(short, frame_inds=np.arange(10, dtype=np.int32) + 7)
+    cfg = _cfg(modality="rgbpose")
+    for a in (short, shifted):
+        build_dataset(cfg, {"split": {"s": [a["frame_dir"]]}, "annotations": [a]}, "s", "test",
+                      root)[0]  # fmt: skip
+    plain, mapped = requested
+    np.testing.assert_array_equal(mapped, plain + 7)

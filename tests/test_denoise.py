@@ -270,3 +270,15 @@ def test_cli_skips_bad_samples(tmp_path, capsys):
     rc = cli([str(tmp_path / "in.pkl"), "-o", str(tmp_path / "o2.pkl")])
     assert rc == 1 and "S001C001P001R001A002: no valid body" in capsys.readouterr().err
     assert not (tmp_path / "o2.pkl").exists()
+
+
+def test_removed_frames_recorded_as_video_frame_indices():
+    pose = kinect_pose([([3, 4, 6, 7], moving(0.1))], T=10)
+    # trim keeps video frames 3..7; drop keeps 3, 4, 6, 7
+    np.testing.assert_array_equal(denoise_kinect(pose)["frame_inds"], [3, 4, 5, 6, 7])
+    out = denoise_kinect(pose, KinectDenoiseConfig(empty_frames="drop"))
+    np.testing.assert_array_equal(out["frame_inds"], [3, 4, 6, 7])
+    assert out["frame_inds"].dtype == np.int32
+    # nothing removed: no mapping needed
+    full = kinect_pose([(list(range(10)), moving(0.1))], T=10)
+    assert "frame_inds" not in denoise_kinect(full)

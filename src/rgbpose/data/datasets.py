@@ -365,8 +365,10 @@ class ActionDataset(Dataset):
             kp, score = kp[:, inds["pose"]], score[:, inds["pose"]]
         res["keypoint"], res["keypoint_score"] = kp, score
         if cfg.uses_rgb:
+            # Kinect poses may have had empty frames trimmed: map pose frames to video frames.
+            video_inds = ann["frame_inds"][inds["rgb"]] if "frame_inds" in ann else inds["rgb"]
             res["imgs"] = read_frames(
-                self.video_path(res["frame_dir"]), inds["rgb"], tolerance=cfg.frame_tolerance
+                self.video_path(res["frame_dir"]), video_inds, tolerance=cfg.frame_tolerance
             )
             tf.scale_to_frames(res)
 

@@ -97,6 +97,15 @@ def check_pose_arrays(d: Any, source: str | os.PathLike, *, ntu_name: bool = Tru
             raise bad(
                 f"{key} must be {'bool' if kind == 'b' else 'float'} {list(shape)}, got {got}"
             )
+    if "frame_inds" in d:
+        fi = d["frame_inds"]
+        if (
+            not isinstance(fi, np.ndarray)
+            or fi.shape != (T,)
+            or fi.dtype.kind not in "iu"
+            or (fi.size and (fi[0] < 0 or (np.diff(fi) <= 0).any()))
+        ):
+            raise bad(f"frame_inds must be {T} increasing non-negative video frame indices")
     for key in ("keypoint", "keypoint_score", "keypoint3d"):
         if key in d and not np.isfinite(d[key]).all():
             raise bad(f"{key} has non-finite values")
@@ -161,6 +170,8 @@ def to_annotation(
     kp, score = convert_layout(pose["keypoint"], pose["keypoint_score"], layout.name, ann["layout"])
     ann["keypoint"] = kp.astype(np.float16)
     ann["keypoint_score"] = score.astype(np.float16)
+    if "frame_inds" in pose:
+        ann["frame_inds"] = np.asarray(pose["frame_inds"], np.int32)
     if "keypoint3d" in pose:
         ann["keypoint3d"] = pose["keypoint3d"].astype(np.float16)
         if ann["layout"] != layout.name:

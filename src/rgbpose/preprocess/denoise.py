@@ -191,7 +191,13 @@ def denoise_kinect(
             for key in out:
                 out[key][k, f] = np.asarray(pose[key])[m, f]
     keep = _keep_frames(out["present"], cfg.empty_frames)
-    return _with_arrays(pose, {key: arr[:, keep] for key, arr in out.items()})
+    result = _with_arrays(pose, {key: arr[:, keep] for key, arr in out.items()})
+    if keep.size != T:
+        # Pose frame t is now video frame frame_inds[t]: the RGB pipeline decodes through it so
+        # both modalities stay aligned after trimming or dropping empty frames.
+        before = np.asarray(pose.get("frame_inds", np.arange(T)), np.int64)
+        result["frame_inds"] = before[keep].astype(np.int32)
+    return result
 
 
 def _with_arrays(pose: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -138,3 +138,34 @@ def test_predict_scores_two_heads_and_fusion_metrics() -> None:
     m = scores_metrics(s)
     assert set(m) == {"num_samples", "rgb", "pose", "fusion"} and m["num_samples"] == 2
     assert m["rgb"]["top1"] == 1.0 and m["fusion"]["top1"] == 1.0
+
+
+def test_model_from_checkpoint_rebuilds_and_refuses_mismatches(tmp_path):
+    import torch
+
+    from rgbpose.engine.config import load_run_config
+    from rgbpose.engine.evaluate import model_from_checkpoint
+    from rgbpose.io import BadSampleError
+    from rgbpose.models import build_model
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_run_config(repo / "config/models/demo_pose_only.yaml")
+    torch.manual_seed(1)
+    model = build_model(cfg.model.name, 60, **cfg.model.overrides).eval()
+    meta = {"model_name": "pose_only", "num_classes": 60, "overrides": cfg.model.overrides,
+            "config": cfg.to_dict()}  # fmt: skip
+    torch.save({"model": model.state_dict(), "meta": meta}, tmp_path / "ok.pt")
+    rebuilt, got_cfg = model_from_checkpoint(tmp_path / "ok.pt")
+    x = torch.randn(2, 17, 16, 24, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval()(x), model(x), rtol=0, atol=0)
+    assert got_cfg.model.name == "pose_only"
+
+    rgb_cfg = load_run_config(repo / "config/models/demo_rgb_only.yaml")
+    with pytest.raises(
+        BadSampleError, match=r"ok\.pt: .*'pose_only' model but rgb\.yaml configures 'rgb_only'"
+    ):
+        model_from_checkpoint(tmp_path / "ok.pt", rgb_cfg, "rgb.yaml")
+    torch.save({"model": model.state_dict(), "meta": {}}, tmp_path / "bare.pt")
+    with pytest.raises(BadSampleError, match=r"bare\.pt: checkpoint meta lacks the run config"):
+        model_from_checkpoint(tmp_path / "bare.pt")

@@ -154,3 +154,10 @@ def test_ntu25_to_coco17_conversion():
     np.testing.assert_array_equal(flipped_then, out[..., list(COCO17.flip_index), :])
     with pytest.raises(ValueError, match="no conversion"):
         convert_layout(kp, sc, "coco17", "ntu25")
+
+
+def test_atomic_files_get_umask_mode_not_mkstemp_0600(tmp_path):
+    from rgbpose.io import _UMASK, write_text_atomic
+
+    write_text_atomic(tmp_path / "a.txt", "x")
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~_UMASK

@@ -30,6 +30,17 @@ class BadSampleError(RuntimeError):
         super().__init__(f"{self.path}: {problem}")
 
 
+def _read_umask() -> int:
+    # The only way to read the umask is to set it; do it once at import, before any worker
+    # threads exist (the umask is process-wide, so toggling it per write would race).
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(dst: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temp path next to ``dst``; rename it onto ``dst`` only if the block succeeds.
@@ -45,9 +56,7 @@ def atomic_path(dst: str | os.PathLike, suffix: str | None = None) -> Iterator[P
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600; give the final file the usual umask-based mode like open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)
     try:
         yield tmp_path
         os.replace(tmp_path, dst)

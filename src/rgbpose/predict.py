@@ -66,22 +66,12 @@ def predict(
 ) -> dict[str, np.ndarray]:
     """Class probabilities ``{head: [K]}`` for one video (heads as in ``rgbpose test``)."""
     from .data.datasets import PipelineConfig, build_dataset, collate
-    from .engine.config import run_config_from_dict
-    from .engine.evaluate import load_checkpoint, predict_scores
-    from .models import build_model
+    from .engine.evaluate import model_from_checkpoint, predict_scores
 
     video = Path(video)
     if not video.is_file():
         raise BadSampleError(video, "no such video file")
-    ckpt = load_checkpoint(checkpoint)
-    meta = ckpt.get("meta") or {}
-    if "config" not in meta or "model_name" not in meta:
-        raise BadSampleError(
-            checkpoint, "checkpoint meta lacks the run config (train with rgbpose)"
-        )
-    cfg = run_config_from_dict(meta["config"], f"{checkpoint} meta")
-    model = build_model(meta["model_name"], int(meta["num_classes"]), **meta.get("overrides", {}))
-    model.load_state_dict(ckpt["model"], strict=True)
+    model, cfg = model_from_checkpoint(checkpoint)
 
     clips = num_clips if num_clips is not None else cfg.test.num_clips
     data = dict(cfg.data, num_clips=clips, flip_test=cfg.test.flip, video_ext=video.suffix)
@@ -93,7 +83,7 @@ def predict(
         video_dir=video.parent,
     )  # fmt: skip
     scores = predict_scores(
-        model, dataset, head_name=meta["model_name"], device=device, collate_fn=collate
+        model, dataset, head_name=cfg.model.name, device=device, collate_fn=collate
     )
     return {head: p[0] for head, p in scores["probs"].items()}
 

@@ -1446,16 +1446,16 @@ def contact_sheet(
     the RGB sheet; ``out_png`` is written atomically (PNG via Pillow).
     """
     import cv2
-    import decord
+
+    from .data.video import read_frames, video_num_frames
 
     if not video_paths:
         raise ValueError("contact_sheet needs at least one video")
     rows = []
     panel_w = 260
     for i, path in enumerate(video_paths):
-        vr = decord.VideoReader(str(path), num_threads=1)
-        idx = np.linspace(0, len(vr) - 1, frames_per_video).round().astype(int)
-        frames = vr.get_batch(list(idx)).asnumpy()
+        n = video_num_frames(path)
+        frames = read_frames(path, np.linspace(0, n - 1, frames_per_video).round().astype(int))
         h, w = frames.shape[1:3]
         tw = max(1, int(round(w * thumb_height / h)))
         thumbs = [cv2.resize(f, (tw, thumb_height), interpolation=cv2.INTER_AREA) for f in frames]

@@ -332,16 +332,54 @@ def main_probs(scores: dict[str, Any]) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- CLI
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` of a ``{'model', 'meta'}`` checkpoint, errors naming
+def read_checkpoint_file(path: str | os.PathLike) -> Any:
+    """``torch.load(weights_only=True)`` on CPU; any failure is a ``BadSampleError`` naming
     the file."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
         raise BadSampleError(path, f"not a loadable checkpoint: {exc}") from exc
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A ``{'model', 'meta'}`` checkpoint (``weights_only``), errors naming the file."""
+    ckpt = read_checkpoint_file(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise BadSampleError(path, "checkpoint has no 'model' state dict")
     return ckpt
+
+
+def model_from_checkpoint(
+    path: str | os.PathLike, cfg: Any = None, cfg_src: str = "the run config"
+) -> tuple[nn.Module, Any]:
+    """Rebuild the model a ``rgbpose train`` checkpoint holds and load its weights strictly.
+
+    The architecture comes from the checkpoint's meta (name, classes, overrides), falling back
+    to ``cfg`` (a ``RunConfig``).  Without ``cfg`` the run config stored in the meta is used.
+    Returns ``(model, cfg)``; a checkpoint of another model than ``cfg`` configures is refused.
+    """
+    from rgbpose.engine.config import run_config_from_dict  # noqa: PLC0415
+    from rgbpose.models import build_model  # noqa: PLC0415
+
+    ckpt = load_checkpoint(path)
+    meta = ckpt.get("meta") or {}
+    if cfg is None:
+        if "config" not in meta:
+            raise BadSampleError(path, "checkpoint meta lacks the run config (train with rgbpose)")
+        cfg = run_config_from_dict(meta["config"], f"{path} meta")
+    model_name = meta.get("model_name", cfg.model.name)
+    if model_name != cfg.model.name:
+        raise BadSampleError(
+            path,
+            f"checkpoint holds a {model_name!r} model but {cfg_src} configures {cfg.model.name!r}",
+        )
+    num_classes = int(meta.get("num_classes") or cfg.num_classes or 0)
+    if num_classes < 2:
+        raise BadSampleError(path, "checkpoint meta has no num_classes")
+    overrides = dict(meta.get("overrides", cfg.model.overrides))
+    model = build_model(model_name, num_classes, **overrides)
+    model.load_state_dict(ckpt["model"], strict=True)
+    return model, cfg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -381,24 +419,10 @@ def cli(argv: list[str] | None = None) -> int:
         heatmaps_to_device,
     )
     from rgbpose.engine.config import load_run_config, parse_set_args  # noqa: PLC0415
-    from rgbpose.models import build_model  # noqa: PLC0415
 
     cfg = load_run_config(args.config, parse_set_args(args.overrides))
-    ckpt = load_checkpoint(args.checkpoint)
-    meta = ckpt.get("meta") or {}
-    model_name = meta.get("model_name", cfg.model.name)
-    if model_name != cfg.model.name:
-        raise BadSampleError(
-            args.checkpoint,
-            f"checkpoint holds a {model_name!r} model but {args.config} configures "
-            f"{cfg.model.name!r}",
-        )
-    num_classes = int(meta.get("num_classes") or cfg.num_classes or 0)
-    if num_classes < 2:
-        raise BadSampleError(args.checkpoint, "checkpoint meta has no num_classes")
-    overrides = dict(meta.get("overrides", cfg.model.overrides))
-    model = build_model(model_name, num_classes, **overrides)
-    model.load_state_dict(ckpt["model"], strict=True)
+    model, _ = model_from_checkpoint(args.checkpoint, cfg, args.config)
+    model_name = cfg.model.name
 
     num_clips = args.num_clips if args.num_clips is not None else cfg.test.num_clips
     flip = args.flip if args.flip is not None else cfg.test.flip

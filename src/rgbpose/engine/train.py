@@ -74,6 +74,7 @@ from rgbpose.engine.evaluate import (
     infer,
     metrics,
     prepare_inputs,
+    read_checkpoint_file,
 )
 from rgbpose.io import BadSampleError, atomic_path, write_text_atomic
 
@@ -227,10 +228,7 @@ def save_checkpoint(obj: dict[str, Any], dst: str | os.PathLike) -> None:
 
 def load_init(model: nn.Module, path: str | os.PathLike) -> None:
     """Load ``path`` (``{'model': state_dict}`` or a bare state dict) into ``model`` strictly."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure here is a bad file
-        raise BadSampleError(path, f"not a loadable checkpoint: {exc}") from exc
+    ckpt = read_checkpoint_file(path)
     state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise BadSampleError(path, "no model state dict in the checkpoint")

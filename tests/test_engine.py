@@ -406,7 +406,10 @@ def test_changed_config_starts_afresh(tmp_path: Path) -> None:
           device="cpu", stop_after_epoch=1, tensorboard=False)  # fmt: skip
     r = train(toy_config(**{"optim.lr": 0.1}), fresh_model(), ToyData(), val, tmp_path / "w",
               tmp_path / "o.pt", device="cpu", stop_after_epoch=1, tensorboard=False)  # fmt: skip
-    assert r.epoch == 1 and (tmp_path / "w" / "last.stale.pt").exists()
+    (stale,) = (tmp_path / "w").glob("stale-*")
+    assert r.epoch == 1 and (stale / "last.pt").exists() and (stale / "best.pt").exists()
+    assert torch.load(stale / "last.pt", weights_only=True)["fingerprint"]["config"]["optim"][
+        "lr"] == 0.2  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- CLI glue
@@ -424,8 +427,9 @@ def _fake_packages(monkeypatch: pytest.MonkeyPatch, calls: dict[str, Any]) -> No
         def from_dict(cls, d: dict[str, Any]) -> PipelineConfig:
             return cls(**d)
 
-    def build_dataset(cfg: Any, ann: str, split: str, mode: str, video_dir: Any = None) -> Any:
-        calls.setdefault("datasets", []).append((split, mode, cfg))
+    def build_dataset(cfg: Any, ann: str, split: str, mode: str, video_dir: Any = None,
+                      num_classes: int | None = None) -> Any:  # fmt: skip
+        calls.setdefault("datasets", []).append((split, mode, cfg, num_classes))
         return ToyData(12 if mode == "train" else 8, augment=mode == "train")
 
     def build_model(name: str, num_classes: int, **overrides: Any) -> nn.Module:
@@ -458,8 +462,8 @@ def test_train_and_test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert train_mod.cli(args + ["--time-budget", "0.001", "--device", "cpu"]) == EXIT_TIME_BUDGET
     assert train_mod.cli(args + ["--device", "cpu", "--set", "num_workers=0"]) == 0
     assert calls["models"][0] == ("pose_only", 60, {"in_channels": 3})  # NTU names -> 60
-    assert [(s, m) for s, m, _ in calls["datasets"][:2]] == [
-        ("xsub_train", "train"), ("xsub_val", "val")]  # fmt: skip
+    assert [(s, m, n) for s, m, _, n in calls["datasets"][:2]] == [
+        ("xsub_train", "train", 60), ("xsub_val", "val", 60)]  # fmt: skip
     meta = torch.load(tmp_path / "best.pt", weights_only=True)["meta"]
     assert meta["num_classes"] == 60
 
@@ -469,8 +473,8 @@ def test_train_and_test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
                        "--metrics-out", str(tmp_path / "m.json"), "--num-clips", "3", "--flip",
                        "--per-class-csv", str(tmp_path / "pc.csv"), "--device", "cpu"])  # fmt: skip
     assert rc == 0
-    split, mode, pcfg = calls["datasets"][-1]
-    assert (split, mode, pcfg.num_clips, pcfg.flip_test) == ("xsub_val", "test", 3, True)
+    split, mode, pcfg, n = calls["datasets"][-1]
+    assert (split, mode, pcfg.num_clips, pcfg.flip_test, n) == ("xsub_val", "test", 3, True, 60)
     scores = load_pickle(out)
     assert list(scores["probs"]) == ["pose_only"] and scores["probs"]["pose_only"].shape == (8, 60)
     assert scores["names"] == [f"video{i:03d}" for i in range(8)]

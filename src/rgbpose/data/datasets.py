@@ -32,7 +32,10 @@ deterministic (local RNG seeded 255 per sample).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -223,6 +226,129 @@ def _resolve_layout(cfg: PipelineConfig, annos: list[dict[str, Any]], source: st
     return get_layout("coco17")
 
 
+def _sample_problems(
+    ann: Any, cfg: PipelineConfig, layout: Layout, num_classes: int | None
+) -> str | None:
+    """The first problem of one annotation record (None when it is usable)."""
+    if not isinstance(ann, Mapping):
+        return f"expected a dict per sample, got {type(ann).__name__}"
+    name = ann.get("frame_dir")
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+        return f"invalid sample name {name!r}"
+    label = ann.get("label")
+    if not isinstance(label, numbers.Integral) or isinstance(label, bool):
+        return f"label {label!r} is not an integer"
+    if label < 0 or (num_classes is not None and label >= num_classes):
+        classes = "" if num_classes is None else f" for {num_classes} classes"
+        return f"label {label} is out of range{classes}"
+    total = ann.get("total_frames")
+    if not isinstance(total, numbers.Integral) or isinstance(total, bool) or total < 1:
+        return f"total_frames {total!r} is not a positive integer"
+    shp = ann.get("img_shape")
+    if not (
+        isinstance(shp, tuple | list)
+        and len(shp) == 2
+        and all(isinstance(v, numbers.Integral) and v > 0 for v in shp)
+    ):
+        return f"img_shape {shp!r} is not (height, width)"
+    if "keypoint" not in ann:
+        return "annotation has no 'keypoint'" if cfg.uses_pose else None
+    kp_shape = np.shape(ann["keypoint"])
+    if len(kp_shape) != 4 or kp_shape[3] not in (2, 3):
+        return f"keypoint shape {kp_shape} is not [M, T, V, C] with C 2 or 3"
+    _, t, v, c = kp_shape
+    if c != 2:
+        return f"keypoint shape {kp_shape} holds 3D joints; the 2D pipeline needs [M, T, V, 2]"
+    if v != layout.num_joints:
+        return f"keypoint has {v} joints, layout {layout.name} has {layout.num_joints}"
+    if t != total:
+        return f"keypoint has {t} frames, total_frames is {total}"
+    if "keypoint_score" in ann and np.shape(ann["keypoint_score"]) != kp_shape[:3]:
+        return (
+            f"keypoint_score shape {np.shape(ann['keypoint_score'])} does not match {kp_shape[:3]}"
+        )
+    if "frame_inds" in ann and np.shape(ann["frame_inds"]) != (total,):
+        return f"frame_inds shape {np.shape(ann['frame_inds'])} is not ({total},)"
+    return None
+
+
+def validate_annotations(
+    annos: Sequence[Any],
+    source: str,
+    cfg: PipelineConfig,
+    layout: Layout,
+    num_classes: int | None = None,
+) -> None:
+    """Check every record before any item is loaded: a usable name, an integer label in
+    ``[0, num_classes)`` (``>= 0`` without ``num_classes``), positive ``total_frames``,
+    ``img_shape`` (h, w), and when there are keypoints (required for pose modalities)
+    ``keypoint`` ``[M, T, V, 2]`` with ``T == total_frames`` and V of ``layout``,
+    ``keypoint_score`` ``[M, T, V]`` and ``frame_inds`` ``[T]`` when present.
+
+    Raises ``BadSampleError(source, "sample <name>: <problem> (and N more bad samples)")`` on
+    the first bad record, so a broken annotation file stops a job before it trains or tests.
+    """
+    bad: list[tuple[str, str]] = []
+    for ann in annos:
+        problem = _sample_problems(ann, cfg, layout, num_classes)
+        if problem is not None:
+            name = ann.get("frame_dir", "?") if isinstance(ann, Mapping) else "?"
+            bad.append((str(name), problem))
+    if bad:
+        name, problem = bad[0]
+        more = f" (and {len(bad) - 1} more bad samples)" if len(bad) > 1 else ""
+        raise BadSampleError(source, f"sample {name}: {problem}{more}")
+
+
+def _hash_value(h: Any, value: Any) -> None:
+    """Feed one value to ``h`` in a canonical, length-prefixed form (arrays by dtype, shape and
+    bytes; scalars, strings and sequences as JSON with numpy scalars made plain)."""
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        arr = np.ascontiguousarray(value)
+        head = f"A{arr.dtype.str}{arr.shape}".encode()
+        h.update(len(head).to_bytes(8, "little") + head + arr.nbytes.to_bytes(8, "little"))
+        h.update(arr.data)
+        return
+    text = json.dumps(_plain_value(value), sort_keys=True).encode()
+    h.update(b"J" + len(text).to_bytes(8, "little") + text)
+
+
+def _plain_value(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return [_plain_value(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {str(k): _plain_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_value(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return repr(value)
+
+
+#: annotation fields that define what a sample feeds to a model (hashed in this order)
+HASHED_FIELDS = (
+    "frame_dir", "label", "total_frames", "img_shape", "layout", "keypoint", "keypoint_score",
+    "frame_inds",
+)  # fmt: skip
+
+
+def annotations_hash(annos: Sequence[Mapping[str, Any]]) -> str:
+    """sha256 hex of the samples' :data:`HASHED_FIELDS`, in sample order; independent of the
+    records' key order and of any other key."""
+    h = hashlib.sha256(b"rgbpose-annotations-v1\0")
+    h.update(len(annos).to_bytes(8, "little"))
+    for ann in annos:
+        for key in HASHED_FIELDS:
+            if key in ann:
+                h.update(b"+" + key.encode())
+                _hash_value(h, ann[key])
+            else:
+                h.update(b"-" + key.encode())
+    return h.hexdigest()
+
+
 def _select_persons(kp: np.ndarray, score: np.ndarray, max_persons: int):
     """Keep the ``max_persons`` persons of highest total score, in their original order."""
     if kp.shape[0] <= max_persons:
@@ -265,6 +391,11 @@ class ActionDataset(Dataset):
     @property
     def names(self) -> list[str]:
         return [str(a["frame_dir"]) for a in self.annotations]
+
+    def content_hash(self) -> str:
+        """sha256 hex of the samples this dataset serves (see :func:`annotations_hash`): the
+        training engine resumes only when it is unchanged."""
+        return annotations_hash(self.annotations)
 
     @property
     def labels(self) -> np.ndarray:
@@ -450,15 +581,19 @@ def build_dataset(
     split: str | None,
     mode: str,
     video_dir: str | os.PathLike | None = None,
+    num_classes: int | None = None,
 ) -> ActionDataset:
     """Dataset of ``split`` (None: every annotation) in ``mode`` ('train' | 'val' | 'test').
 
     ``ann_file`` is an annotation pickle (read with the restricted unpickler) or an already
     loaded ``{'split': ..., 'annotations': [...]}`` dict.  ``video_dir`` holds
-    ``<frame_dir>.mp4`` and is required for 'rgb' and 'rgbpose'.
+    ``<frame_dir>.mp4`` and is required for 'rgb' and 'rgbpose'.  Every record of the split is
+    checked first (:func:`validate_annotations`; labels against ``num_classes`` when given): a
+    bad one raises ``BadSampleError`` naming the file and the sample.
     """
     annos, source = _load_annotations(ann_file, split)
     layout = _resolve_layout(cfg, annos, source)
+    validate_annotations(annos, source, cfg, layout, num_classes)
     return ActionDataset(cfg, annos, mode, video_dir=video_dir, layout=layout, source=source)
 
 

@@ -334,11 +334,16 @@ def main_probs(scores: dict[str, Any]) -> np.ndarray:
 # ----------------------------------------------------------------------------- CLI
 def read_checkpoint_file(path: str | os.PathLike) -> Any:
     """``torch.load(weights_only=True)`` on CPU; any failure is a ``BadSampleError`` naming
-    the file."""
+    the file (``x.pt: No such file or directory``; ``x.pt: not a plain-tensor checkpoint: ...``
+    for a file holding other Python objects -- never advice to disable the check)."""
+    from rgbpose.io import checkpoint_load_problem  # noqa: PLC0415
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:  # missing, unreadable, a folder
+        raise BadSampleError(path, exc.strerror or str(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise BadSampleError(path, f"not a loadable checkpoint: {exc}") from exc
+        raise BadSampleError(path, checkpoint_load_problem(exc)) from exc
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -380,6 +385,14 @@ def model_from_checkpoint(
     model = build_model(model_name, num_classes, **overrides)
     model.load_state_dict(ckpt["model"], strict=True)
     return model, cfg
+
+
+def model_num_classes(model: nn.Module) -> int | None:
+    """Classes a model predicts: its ``spec`` (``rgbpose.models.build_model``), else its
+    ``num_classes`` attribute; None when neither says (labels are then only checked >= 0)."""
+    spec = getattr(model, "spec", None)
+    n = spec.get("num_classes") if isinstance(spec, dict) else getattr(model, "num_classes", None)
+    return None if n is None else int(n)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -427,7 +440,9 @@ def cli(argv: list[str] | None = None) -> int:
     num_clips = args.num_clips if args.num_clips is not None else cfg.test.num_clips
     flip = args.flip if args.flip is not None else cfg.test.flip
     pcfg = PipelineConfig.from_dict({**cfg.data, "num_clips": num_clips, "flip_test": flip})
-    dataset = build_dataset(pcfg, args.ann, args.split, "test", args.video_dir)
+    dataset = build_dataset(
+        pcfg, args.ann, args.split, "test", args.video_dir, num_classes=model_num_classes(model)
+    )
     views = num_clips * (2 if flip else 1)
     batch_size = args.batch_size or max(1, cfg.batch_size // views)
     transform = None

@@ -382,8 +382,9 @@ def test_cli_import_pyskl(tmp_path, capsys):
     argv[0] = str(unsafe)
     assert cli_import_pyskl(argv) == 1
     err = capsys.readouterr().err
-    assert str(unsafe) in err and "weights_only=True" in err
-    assert "torch.save(c.get('state_dict'" in err  # says how to proceed
+    assert str(unsafe) in err and "not a plain-tensor checkpoint" in err
+    assert "save the file's 'state_dict' alone" in err  # says how to proceed
+    assert "weights_only=False" not in err  # never passes on the unsafe advice
     assert "test_convert._Opaque" in err  # names the refused object
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import os
 import pickle
+import re
+import stat
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +32,111 @@ class BadSampleError(RuntimeError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+#: errnos that mean "the disk (or the user's quota) is full"
+_NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+
+class NoSpaceError(OSError):
+    """A write ran out of disk space (``ENOSPC``) or quota (``EDQUOT``).
+
+    The message names the destination the caller asked for (``no space left writing <dst>``),
+    never the hidden temp file the bytes were going to.
+    """
+
+    def __init__(self, path: str | os.PathLike, err: int = errno.ENOSPC):
+        self.path = os.fspath(path)
+        quota = " (disk quota exceeded)" if err == getattr(errno, "EDQUOT", None) else ""
+        super().__init__(err, f"no space left writing {self.path}{quota}", self.path)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across worker processes
+        return (type(self), (self.path, self.errno))
+
+
+def _is_torch_write_failure(exc: BaseException) -> bool:
+    """``torch.save``'s zip writer reports a short write (a full disk) as a ``RuntimeError``
+    ``[enforce fail at inline_container.cc:...] . PytorchStreamWriter failed writing file ...``
+    without an errno."""
+    return isinstance(exc, RuntimeError) and "PytorchStreamWriter failed writing" in str(exc)
+
+
+def _no_space(exc: BaseException, dst: str | os.PathLike) -> NoSpaceError | None:
+    """``exc`` as a ``NoSpaceError`` naming ``dst`` when it means the disk is full, else None."""
+    if isinstance(exc, NoSpaceError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE_ERRNOS:
+        return NoSpaceError(dst, exc.errno)
+    if _is_torch_write_failure(exc):
+        return NoSpaceError(dst)
+    return None
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a user: ``<file>: <problem>`` when the error names a file, else the problem.
+
+    ``BadSampleError`` -> ``path: problem``; ``OSError`` with a file name -> ``file: strerror``
+    (``No such file or directory``, not ``[Errno 2] ...``); a full disk -> ``no space left
+    writing <file>``; ``ValueError`` -> its message; anything else -> ``TypeName: message``.
+    """
+    if isinstance(exc, BadSampleError):
+        return f"{exc.path}: {exc.problem}" if exc.path else exc.problem
+    if isinstance(exc, NoSpaceError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        name = None if exc.filename is None else _fsname(exc.filename)
+        if exc.errno in _NO_SPACE_ERRNOS:
+            return str(NoSpaceError(name, exc.errno)) if name else "no space left on device"
+        problem = exc.strerror or str(exc) or type(exc).__name__
+        if name is None:
+            return problem
+        if exc.filename2 is not None:
+            name = f"{name} -> {_fsname(exc.filename2)}"
+        return f"{name}: {problem}"
+    text = str(exc)
+    if isinstance(exc, ValueError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _fsname(name: Any) -> str:
+    return os.fsdecode(name) if isinstance(name, str | bytes | os.PathLike) else str(name)
+
+
+_REFUSED_GLOBAL = re.compile(r"GLOBAL\s+([A-Za-z_][\w.]*)")
+_REFUSED_OPERAND = re.compile(r"Unsupported operand \d+")
+_REFUSED_TYPE = re.compile(r"but got <class '([\w.]+)'>")
+
+
+def checkpoint_load_problem(exc: BaseException) -> str:
+    """What ``torch.load(path, weights_only=True)`` failing with ``exc`` means, for a user.
+
+    A refusal (the file holds Python objects other than tensors and plain containers) says so
+    and names the refused global when torch does.  Torch's own advice -- load with the check off,
+    or allowlist the global -- is never passed on: either would let the file run code.
+    """
+    text = str(exc)
+    if "Weights only load failed" in text or "WeightsUnpickler error" in text:
+        what = "it contains Python objects that are not allowed"
+        if found := _REFUSED_GLOBAL.search(text):
+            what += f" (global {found[1]})"
+        elif found := _REFUSED_TYPE.search(text):
+            what += f" (an object of type {found[1]})"
+        elif found := _REFUSED_OPERAND.search(text):
+            what = f"its pickle uses an instruction that is not allowed ({found[0]})"
+        return (
+            f"not a plain-tensor checkpoint: {what}; rgbpose loads only tensors, numbers, "
+            "strings and plain containers"
+        )
+    if isinstance(exc, EOFError):
+        return "not a loadable checkpoint: the file is empty or truncated"
+    first = re.split(r"(?<=[.?!])\s", text.strip(), maxsplit=1)[0].rstrip(".") if text else ""
+    if isinstance(exc, RuntimeError | pickle.UnpicklingError) and first:
+        return f"not a loadable checkpoint: {first}"
+    return f"not a loadable checkpoint ({type(exc).__name__}{': ' + first if first else ''})"
 
 
 def _read_umask() -> int:
@@ -45,24 +154,108 @@ _UMASK = _read_umask()
 def atomic_path(dst: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temp path next to ``dst``; rename it onto ``dst`` only if the block succeeds.
 
-    The temp file keeps ``dst``'s suffix (or ``suffix``) so tools that pick a format by extension
-    (ffmpeg, image writers) still work.
+    The temp file is ``.<dst name>.<8 random chars><suffix>`` (``tempfile.mkstemp``) in ``dst``'s
+    folder; it keeps ``dst``'s suffix (or ``suffix``) so tools that pick a format by extension
+    (ffmpeg, image writers) still work.  It is removed whenever the block fails; a process killed
+    mid-write leaves it behind for ``remove_stale_temps``.
+
+    A full disk inside the block (an ``OSError`` with ``ENOSPC``/``EDQUOT``, or ``torch.save``'s
+    ``PytorchStreamWriter failed writing`` ``RuntimeError``) is raised as ``NoSpaceError`` naming
+    ``dst``.
     """
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{dst.name}.", suffix=suffix if suffix is not None else dst.suffix, dir=dst.parent
-    )
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{dst.name}.",
+            suffix=suffix if suffix is not None else dst.suffix,
+            dir=dst.parent,
+        )
+    except OSError as exc:
+        full = _no_space(exc, dst)
+        if full is None:
+            raise
+        raise full from exc
     os.close(fd)
     tmp_path = Path(tmp)
-    # mkstemp creates 0600; give the final file the usual umask-based mode like open() would.
-    os.chmod(tmp_path, 0o666 & ~_UMASK)
     try:
+        # mkstemp creates 0600; give the final file the usual umask-based mode like open() would.
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         yield tmp_path
         os.replace(tmp_path, dst)
+    except (OSError, RuntimeError) as exc:
+        full = _no_space(exc, dst)
+        if full is None or full is exc:
+            raise
+        raise full from exc
     finally:
-        if tmp_path.exists():
+        with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+#: the 8 characters ``tempfile.mkstemp`` puts between ``atomic_path``'s prefix and suffix
+_TEMP_RAND = re.compile(r"[a-z0-9_]{8}")
+
+#: default age after which ``remove_stale_temps`` treats a temp file as abandoned
+STALE_TEMP_AGE_S = 3600.0
+
+
+def atomic_temp_destination(name: str) -> str | None:
+    """The destination name ``X`` when ``name`` is an ``atomic_path`` temp file name for it
+    (``.X.`` + 8 random ``[a-z0-9_]`` (mkstemp) + ``X``'s own suffix), else None."""
+    if not name.startswith("."):
+        return None
+    dot = name.find(".", 1)
+    while dot != -1:  # every split point: X itself may contain dots
+        dst, rest = name[1:dot], name[dot + 1 :]
+        if dst and _TEMP_RAND.fullmatch(rest[:8]) and rest[8:] == Path(dst).suffix:
+            return dst
+        dot = name.find(".", dot + 1)
+    return None
+
+
+def is_atomic_temp_name(name: str) -> bool:
+    """Whether ``name`` is an ``atomic_path`` temp file name (see atomic_temp_destination)."""
+    return atomic_temp_destination(name) is not None
+
+
+def remove_stale_temps(
+    directory: str | os.PathLike,
+    max_age_s: float = STALE_TEMP_AGE_S,
+    destinations: Collection[str] | None = None,
+) -> list[Path]:
+    """Delete the temp files ``atomic_path`` left in ``directory`` (not recursive) when a process
+    was killed mid-write; return the removed paths, sorted.
+
+    Only regular files (not links or folders) whose name matches ``is_atomic_temp_name`` and that
+    were last modified more than ``max_age_s`` seconds ago are removed.  The default (one hour)
+    is safe while other jobs may still write into ``directory``: a live writer keeps its temp
+    file's modification time fresh and renames it within seconds of its last write.  A caller
+    that knows no other process writes there (e.g. the one Snakemake job that owns the folder)
+    passes ``max_age_s=0`` to remove every leftover.  (Temps made with a custom ``suffix`` that
+    differs from the destination's are not recognised, so they are never removed.)
+    ``destinations``: only temps of these destination file names (e.g. one shard's videos, while
+    other shards write into the same folder).
+    """
+    cutoff = time.time() - max_age_s
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        dst = atomic_temp_destination(entry.name)
+        if dst is None or (destinations is not None and dst not in destinations):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or (max_age_s > 0 and st.st_mtime > cutoff):
+                continue
+            os.unlink(entry.path)
+        except FileNotFoundError:  # renamed or removed by its writer meanwhile
+            continue
+        removed.append(Path(entry.path))
+    return sorted(removed)
 
 
 def write_bytes_atomic(dst: str | os.PathLike, data: bytes) -> None:

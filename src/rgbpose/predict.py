@@ -5,6 +5,15 @@ an offline estimator (mediapipe by default, or a user ONNX model), are tracked a
 model's persons, and the model's own test pipeline (from the checkpoint's resolved run config)
 turns them into clips.  Prints the top-k actions with NTU class names and probabilities.
 
+First it says what the checkpoint can tell apart (a demo model may be trained on 10 actions
+inside NTU's 60-class label space: its other 50 outputs are meaningless)::
+
+    checkpoint: model rgbpose_conv3d, 60-class head (NTU RGB+D 60 label space), trained on 10
+    classes: A001 drink water, A002 eat meal/snack, ...
+
+The trained classes come from the checkpoint meta's ``trained_labels`` (a sorted list of int
+labels, 0-based); top-k entries outside it are marked ``(not trained)``.
+
     video --decode--> frames --estimator--> COCO-17 poses --track/select--> annotation
           --test pipeline (clips, compaction, heatmaps / RGB crops)--> model --> mean softmax
 """
@@ -13,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .io import BadSampleError
+from .io import BadSampleError, write_text_atomic
 from .ntu import class_names
 
 
@@ -88,6 +96,56 @@ def predict(
     return {head: p[0] for head, p in scores["probs"].items()}
 
 
+#: checkpoint meta key: sorted list of the int labels (0-based) the model was trained on
+TRAINED_LABELS_KEY = "trained_labels"
+#: names of the label spaces a head size stands for
+LABEL_SPACES = {60: "NTU RGB+D 60 label space", 120: "NTU RGB+D 120 label space"}
+#: at most this many trained classes are named in the checkpoint line
+MAX_LISTED_CLASSES = 20
+
+
+def trained_labels(
+    meta: dict[str, Any], num_classes: int, src: str = "checkpoint"
+) -> list[int] | None:
+    """The labels a checkpoint was trained on (``meta['trained_labels']``), sorted and unique;
+    None when the checkpoint does not record them.  ``BadSampleError`` naming ``src`` when the
+    entry is not a list of labels in ``[0, num_classes)``."""
+    raw = meta.get(TRAINED_LABELS_KEY)
+    if raw is None:
+        return None
+    ok = isinstance(raw, list | tuple) and all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < num_classes for v in raw
+    )
+    if not ok:
+        raise BadSampleError(
+            src, f"meta {TRAINED_LABELS_KEY!r} must be a list of labels in [0, {num_classes})"
+        )
+    return sorted(set(raw))
+
+
+def _action(label: int, names: list[str]) -> str:
+    return f"A{label + 1:03d} {names[label] if label < len(names) else f'class {label}'}"
+
+
+def describe_checkpoint(meta: dict[str, Any], num_classes: int, src: str = "checkpoint") -> str:
+    """One line: the model, its head size / label space and the classes it was trained on."""
+    model = meta.get("model_name") or (meta.get("config") or {}).get("model", {}).get("name")
+    space = LABEL_SPACES.get(num_classes)
+    head = f"{num_classes}-class head" + (f" ({space})" if space else "")
+    trained = trained_labels(meta, num_classes, src)
+    if trained is None:
+        classes = "trained classes not recorded in this checkpoint"
+    elif len(trained) == num_classes:
+        classes = f"trained on all {num_classes} classes"
+    else:
+        names = class_names()
+        listed = [_action(lab, names) for lab in trained[:MAX_LISTED_CLASSES]]
+        more = len(trained) - len(listed)
+        classes = f"trained on {len(trained)} classes: {', '.join(listed)}"
+        classes += f", ... (+{more} more)" if more else ""
+    return f"checkpoint: model {model or 'unknown'}, {head}, {classes}"
+
+
 def top_k(probs: np.ndarray, k: int = 5) -> list[tuple[int, str, float]]:
     """``(label, class name, probability)`` of the k most likely classes."""
     names = class_names()
@@ -107,6 +165,9 @@ def cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", help="cpu | cuda (default: cuda if available)")
     ap.add_argument("--json", type=Path, help="also write the top-k list as JSON")
     args = ap.parse_args(argv)
+    from .cli import report_error
+    from .engine.evaluate import load_checkpoint
+
     try:
         heads = predict(
             args.video,
@@ -116,19 +177,31 @@ def cli(argv: list[str] | None = None) -> int:
             num_clips=args.num_clips,
             device=args.device,
         )
+        # Two-stream models: report the 1:1 fusion of the heads, the way fusion.txt scores them.
+        probs = np.mean(list(heads.values()), axis=0)
+        meta = load_checkpoint(args.checkpoint).get("meta") or {}
+        src = str(args.checkpoint)
+        header = describe_checkpoint(meta, len(probs), src)
+        trained = trained_labels(meta, len(probs), src)
     except (BadSampleError, ValueError) as exc:
-        print(f"rgbpose predict: error: {exc}", file=sys.stderr)
-        return 1
-    # Two-stream models: report the 1:1 fusion of the heads, the way fusion.txt scores them.
-    probs = np.mean(list(heads.values()), axis=0)
+        return report_error("rgbpose predict", exc)
     result = top_k(probs, args.top_k)
+    print(header)
     print(f"{args.video.name}: top-{args.top_k} ({' + '.join(heads)})")
     for rank, (label, name, p) in enumerate(result, 1):
-        print(f"  {rank}. A{label + 1:03d} {name:<40} {p:6.1%}")
+        mark = "  (not trained)" if trained is not None and label not in trained else ""
+        print(f"  {rank}. A{label + 1:03d} {name:<40} {p:6.1%}{mark}")
     if args.json:
         rows = [
-            {"label": lab, "action": f"A{lab + 1:03d}", "name": n, "prob": p}
+            {"label": lab, "action": f"A{lab + 1:03d}", "name": n, "prob": p,
+             "trained": None if trained is None else lab in trained}
             for lab, n, p in result
-        ]
-        args.json.write_text(json.dumps({"video": str(args.video), "top": rows}, indent=2))
+        ]  # fmt: skip
+        ckpt = {
+            "path": str(args.checkpoint), "model": meta.get("model_name"),
+            "num_classes": len(probs), "label_space": LABEL_SPACES.get(len(probs)),
+            "trained_labels": trained,
+        }  # fmt: skip
+        doc = {"video": str(args.video), "checkpoint": ckpt, "top": rows}
+        write_text_atomic(args.json, json.dumps(doc, indent=2) + "\n")
     return 0

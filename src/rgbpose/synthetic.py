@@ -1536,8 +1536,10 @@ def cli_synthesize(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         metas = synthesize(cfg, args.out_dir, names=args.only, progress=True, jobs=args.jobs)
     except (ValueError, OSError) as exc:
-        print(f"rgbpose synthesize: {exc}", file=sys.stderr)
-        return 2
+        from .cli import report_error
+
+        # a bad config/--only value is a usage error (2); an unreadable/unwritable file is 1
+        return report_error("rgbpose synthesize", exc, 2 if isinstance(exc, ValueError) else 1)
     noisy = sum(1 for m in metas if m["noise_bodies"])
     print(
         f"wrote {len(metas)} samples ({noisy} with noise bodies) to {args.out_dir} "

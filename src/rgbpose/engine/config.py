@@ -350,7 +350,7 @@ def load_run_config(path: str | os.PathLike, overrides: dict[str, Any] | None = 
     try:
         text = Path(path).read_text()
     except OSError as exc:
-        raise BadSampleError(src, f"cannot read run config: {exc}") from exc
+        raise BadSampleError(src, f"cannot read run config: {exc.strerror or exc}") from exc
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -33,7 +33,6 @@ import argparse
 import json
 import pickle
 import re
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -247,11 +246,10 @@ def _load_torch(path: Path) -> Any:
         if "Unsupported global" not in detail:
             raise ValueError(f"{path}: not a readable torch checkpoint ({detail})") from exc
         raise ValueError(
-            f"{path}: cannot be loaded with torch.load(weights_only=True) ({detail}). PYSKL/mmcv "
-            "checkpoints often carry a 'meta' or optimizer entry with non-tensor Python objects, "
-            "which safe loading refuses. If you trust the file, re-save only its weights and "
-            "import those: python -c \"import torch; c = torch.load('IN.pth', map_location='cpu', "
-            "weights_only=False); torch.save(c.get('state_dict', c), 'IN_weights.pth')\""
+            f"{path}: not a plain-tensor checkpoint ({detail}); rgbpose never unpickles Python "
+            "objects. PYSKL/mmcv checkpoints often carry a 'meta' or optimizer entry with such "
+            "objects: save the file's 'state_dict' alone (tensors only) with a tool you trust, "
+            "and import that file."
         ) from exc
     except (RuntimeError, EOFError) as exc:  # truncated / not a torch file
         raise ValueError(f"{path}: not a readable torch checkpoint ({exc})") from exc
@@ -349,8 +347,9 @@ def cli_merge(argv: list[str]) -> int:
             args.rgb, args.pose, overrides, args.num_classes, args.seed
         )
     except (ValueError, FileNotFoundError) as exc:
-        print(f"rgbpose merge: error: {exc}", file=sys.stderr)
-        return 1
+        from rgbpose.cli import report_error  # noqa: PLC0415
+
+        return report_error("rgbpose merge", exc)
     _save_checkpoint(merged, meta, args.output)
     return 0
 
@@ -377,8 +376,9 @@ def cli_import_pyskl(argv: list[str]) -> int:
         state, _ = _state_and_meta(_load_torch(args.input), args.input, "state_dict")
         converted = import_pyskl(state, model)
     except (ValueError, FileNotFoundError, json.JSONDecodeError) as exc:
-        print(f"rgbpose import-pyskl: error: {exc}", file=sys.stderr)
-        return 1
+        from rgbpose.cli import report_error  # noqa: PLC0415
+
+        return report_error("rgbpose import-pyskl", exc)
     meta = model_spec(model)
     meta["imported_from"] = str(args.input)
     _save_checkpoint(converted, meta, args.output)

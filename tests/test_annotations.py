@@ -174,21 +174,26 @@ def test_wrong_shape_in_shard_fail_and_skip(tmp_path, shards, capsys):
     earlier2.handle(A, BadSampleError("s1.pkl", f"{A}: no valid body"))  # A must leave the splits
     earlier1.write(tmp_path / "k1.tsv")
     earlier2.write(tmp_path / "k2.tsv")
-    rc = build(tmp_path, [*shards, s3], "--on-bad-sample", "skip", "--skipped-in",
-               str(tmp_path / "k1.tsv"), str(tmp_path / "k2.tsv"),
+    F = "S001C002P001R001A003"  # xsub train (P1), xview train (C2): no split is empty of train
+    dump_pickle([coco_pose(F)], tmp_path / "s4.pkl")
+    rc = build(tmp_path, [*shards, s3, tmp_path / "s4.pkl"], "--on-bad-sample", "skip",
+               "--skipped-in", str(tmp_path / "k1.tsv"), str(tmp_path / "k2.tsv"),
                "--skipped-out", str(tmp_path / "skipped.tsv"))  # fmt: skip
     assert rc == 0
     data = load_pickle(tmp_path / "ann.pkl")
     # B (bad copy in s3) and C (duplicated) are skipped; A was skipped earlier
     names = [a["frame_dir"] for a in data["annotations"]]
-    assert names == [] and data["split"] == {k: [] for k in data["split"]}
+    assert names == [F]
+    assert data["split"] == {"xsub_train": [F], "xsub_val": [], "xview_train": [F], "xview_val": []}
     rows = read_skip_tsv(tmp_path / "skipped.tsv")
     assert [(r[0], r[1]) for r in rows] == [
         ("S009C001P001R001A001", "compress"), (A, "denoise"),
         (B, "build_annotations"), (C, "build_annotations"),
     ]  # fmt: skip
     assert "duplicate sample (also in " + str(shards[1]) in rows[3][3]
-    assert "skipped 4 sample(s) (2 at this stage)" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "skipped 4 sample(s) (2 at this stage)" in out
+    assert "warning: split xsub_val is empty" in err and "warning: split xview_val is empty" in err
 
 
 def test_pose_layout_coco17_converts_kinect_2d_and_keeps_3d(tmp_path):
@@ -196,7 +201,9 @@ def test_pose_layout_coco17_converts_kinect_2d_and_keeps_3d(tmp_path):
     pose["keypoint"] = np.arange(2 * 25 * 2, dtype=np.float32).reshape(1, 2, 25, 2)
     pose["keypoint_score"][0, :, 18] = 0.5  # right ankle inferred
     dump_pickle([pose], tmp_path / "k.pkl")
-    assert build(tmp_path, [tmp_path / "k.pkl"], "--pose-layout", "coco17") == 0
+    # xsub only: C is in xsub_train (an empty train split is an error)
+    rc = build(tmp_path, [tmp_path / "k.pkl"], "--pose-layout", "coco17", benchmarks=["xsub"])
+    assert rc == 0
     (ann,) = load_pickle(tmp_path / "ann.pkl")["annotations"]
     assert ann["layout"] == "coco17" and ann["layout3d"] == "ntu25"
     assert ann["keypoint"].shape == (1, 2, 17, 2) and ann["keypoint3d"].shape == (1, 2, 25, 3)
@@ -212,7 +219,7 @@ def test_frame_inds_carried_and_validated(tmp_path):
     pose = kinect_pose(C, M=1, T=3)
     pose["frame_inds"] = np.array([2, 3, 5], np.int32)
     dump_pickle([pose], tmp_path / "k.pkl")
-    assert build(tmp_path, [tmp_path / "k.pkl"]) == 0
+    assert build(tmp_path, [tmp_path / "k.pkl"], benchmarks=["xsub"]) == 0
     (ann,) = load_pickle(tmp_path / "ann.pkl")["annotations"]
     np.testing.assert_array_equal(ann["frame_inds"], [2, 3, 5])
     ann["frame_inds"] = np.array([2, 2, 5], np.int32)

@@ -15,12 +15,34 @@ no scores) load here through the restricted unpickler.
 
 Only samples that belong to at least one split are written: ``make_splits`` drops samples of
 other datasets (A > 60 for ntu60) and, for the real datasets, the 535 missing-skeleton samples;
-``demo`` keeps everything.  Samples listed in any ``--skipped-in`` TSV never reach the splits.
+``demo`` keeps everything.  Samples listed in any ``--skipped-in`` TSV never reach the splits (any
+TSV with the skip columns ``sample stage file reason`` works, e.g. a scan of the raw directories).
+
+Bad samples at this stage (policed by ``--on-bad-sample``; under ``skip`` they are listed in the
+merged skip TSV with stage ``build_annotations``):
+
+* invalid arrays, a name that is not an NTU name, a sample in two shards (every copy is dropped);
+* ``no valid joints``: not one joint with a non-zero position and a non-zero score in any person
+  or frame (e.g. a body whose joints are all untracked): it would train as an all-zero heatmap;
+* with ``--video-manifests`` (the compress stage's ``name frames width height fps`` TSVs), a pose
+  sequence that does not fit its video.  Kinect skeletons and RGB are recorded together (and
+  compress keeps every frame), so their frame counts agree up to a few frames; a larger difference
+  *in either direction* means the pair does not belong together.  Without ``frame_inds``: ``|total_frames - video
+  frames| <= tolerance``; with ``frame_inds`` (pose frame t is video frame ``frame_inds[t]``; the
+  denoiser trimmed empty frames, so the pose may legitimately cover less of the video) only the
+  upper bound: ``max(frame_inds) < video frames + tolerance``, which is exactly what
+  ``rgbpose.data.video.read_frames`` accepts.  The tolerance is that module's
+  ``DEFAULT_TOLERANCE`` (5).  A sample without a manifest row (compress skipped its video, which
+  its skip TSV already lists) is not checked.
+
+A benchmark whose ``_train`` split ends up empty is an error (nothing to train); an empty ``_val``
+split is a warning on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import numbers
 import os
 import sys
@@ -30,11 +52,13 @@ from typing import Any
 
 import numpy as np
 
+from rgbpose.data.video import DEFAULT_TOLERANCE
 from rgbpose.io import BadSampleError, SkipLog, dump_pickle, load_pickle, read_skip_tsv
 from rgbpose.layouts import LAYOUTS, Layout, convert_layout, get_layout
 from rgbpose.ntu import BENCHMARKS, is_valid_name, make_splits, parse_name
 
-from .compress import progress
+from . import progress
+from .compress import MANIFEST_HEADER, finish_skips
 
 DATASETS = ("ntu60", "ntu120", "demo")
 
@@ -180,6 +204,71 @@ def to_annotation(
     return ann
 
 
+def read_video_manifests(paths: Sequence[str | os.PathLike]) -> dict[str, tuple[int, str]]:
+    """``{name: (video frames, manifest path)}`` from compress manifests (``compress.py``).
+
+    Raises ``BadSampleError`` naming the manifest on a wrong header, a malformed row, or a video
+    listed twice with different frame counts.
+    """
+    videos: dict[str, tuple[int, str]] = {}
+    for path in paths:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f, delimiter="\t"))
+        if not rows or tuple(rows[0]) != MANIFEST_HEADER:
+            raise BadSampleError(
+                path, f"not a compress manifest (expected header {MANIFEST_HEADER})"
+            )
+        for lineno, row in enumerate(rows[1:], start=2):
+            if len(row) != len(MANIFEST_HEADER) or not row[1].isdigit():
+                raise BadSampleError(path, f"line {lineno}: malformed manifest row {row!r}")
+            name, frames = row[0], int(row[1])
+            if name in videos and videos[name][0] != frames:
+                raise BadSampleError(
+                    path,
+                    f"line {lineno}: {name} has {frames} frames here but {videos[name][0]} in "
+                    f"{videos[name][1]}",
+                )
+            videos.setdefault(name, (frames, str(path)))
+    return videos
+
+
+def check_video_fit(
+    ann: dict[str, Any],
+    video_frames: int,
+    source: str | os.PathLike,
+    manifest: str = "manifest",
+    tolerance: int = DEFAULT_TOLERANCE,
+) -> None:
+    """Raise ``BadSampleError`` when ``ann``'s pose frames do not fit a video of ``video_frames``.
+
+    Without ``frame_inds``: ``|total_frames - video_frames| <= tolerance`` (a video much longer
+    than its skeleton is a mismatch too: they were recorded together).  With ``frame_inds``: its
+    last (largest) index must be ``< video_frames + tolerance`` (what ``read_frames`` accepts).
+    """
+    name, T = ann["frame_dir"], int(ann["total_frames"])
+    video = f"video {name}.mp4 has {video_frames} frames ({manifest}; tolerance {tolerance})"
+    if "frame_inds" in ann:
+        last = int(np.max(ann["frame_inds"]))
+        if last >= video_frames + tolerance:
+            raise BadSampleError(
+                source,
+                f"{name}: frame count mismatch: skeleton {name} has {T} frames mapped up to video "
+                f"frame index {last}, {video}",
+            )
+    elif abs(T - video_frames) > tolerance:
+        raise BadSampleError(
+            source, f"{name}: frame count mismatch: skeleton {name} has {T} frames, {video}"
+        )
+
+
+def has_valid_joints(ann: dict[str, Any]) -> bool:
+    """True when some joint of some person and frame has a non-zero position and score."""
+    valid = (np.asarray(ann["keypoint"]) != 0).any(axis=-1)
+    if "keypoint_score" in ann:
+        valid &= np.asarray(ann["keypoint_score"]) > 0
+    return bool(valid.any())
+
+
 def build_annotations(
     shards: Sequence[str | os.PathLike],
     dataset: str,
@@ -187,18 +276,20 @@ def build_annotations(
     skip: SkipLog,
     skipped_before: Collection[str] = frozenset(),
     pose_layout: str | None = None,
+    videos: dict[str, tuple[int, str]] | None = None,
 ) -> dict[str, Any]:
     """Merge denoised shard pickles into ``{'split': ..., 'annotations': [...]}``.
 
-    Bad samples (invalid arrays, non-NTU names, a sample in two shards) go through ``skip``;
-    a duplicated sample is removed entirely under ``skip``.  Samples in ``skipped_before`` are
-    left out.  A shard that is not a readable list of dicts is always an error.
+    Bad samples (invalid arrays, non-NTU names, a sample in two shards, no valid joints, and with
+    ``videos`` (``read_video_manifests``) a pose sequence that does not fit its video) go through
+    ``skip``; a duplicated sample is removed entirely under ``skip``, whichever copy came first.
+    Samples in ``skipped_before`` are left out.  A shard that is not a readable list of dicts is
+    always an error.
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r} (expected one of {DATASETS})")
     anns: dict[str, dict[str, Any]] = {}
-    origin: dict[str, str] = {}
-    duplicated: set[str] = set()
+    origin: dict[str, str] = {}  # first shard of every named sample, valid or not
     for shard in progress(shards, total=len(shards), desc="annotations"):
         poses = load_pickle(shard)
         if not isinstance(poses, list):
@@ -206,25 +297,45 @@ def build_annotations(
                 shard, f"expected a list of pose dicts, got {type(poses).__name__}"
             )
         for pose in poses:
-            name = str(pose.get("frame_dir", "?")) if isinstance(pose, dict) else "?"
+            named = isinstance(pose, dict) and isinstance(pose.get("frame_dir"), str)
+            name = pose["frame_dir"] if named else "?"
+            first = origin.get(name) if named else None
+            if named:
+                origin.setdefault(name, str(shard))
             try:
                 ann = to_annotation(pose, shard, pose_layout)
-                if name in anns or name in duplicated:
-                    first = origin.get(name, "an earlier shard")
+                if first is not None:
                     raise BadSampleError(shard, f"{name}: duplicate sample (also in {first})")
+                if name not in skipped_before:
+                    if not has_valid_joints(ann):
+                        raise BadSampleError(
+                            shard,
+                            f"{name}: no valid joints (every joint of all {ann['keypoint'].shape[0]}"
+                            f" person(s) in all {ann['total_frames']} frames has position 0 or "
+                            "score 0)",
+                        )
+                    if videos is not None and name in videos:
+                        frames, manifest = videos[name]
+                        check_video_fit(ann, frames, shard, manifest)
             except BadSampleError as exc:
                 skip.handle(name, exc)
-                if name in anns:
-                    del anns[name]
-                    duplicated.add(name)
+                anns.pop(name, None)
                 continue
             if name not in skipped_before:
                 anns[name] = ann
-                origin[name] = str(shard)
     names = sorted(anns)
     splits = make_splits(names, dataset, benchmarks, exclude_missing=dataset != "demo")
     in_split = set().union(*splits.values()) if splits else set()
     return {"split": splits, "annotations": [anns[n] for n in names if n in in_split]}
+
+
+def check_splits(splits: dict[str, list[str]]) -> list[str]:
+    """Warnings for empty ``*_val`` splits; ``ValueError`` for an empty ``*_train`` split."""
+    empty = [s for s, names in splits.items() if not names]
+    for split in empty:
+        if split.endswith("_train"):
+            raise ValueError(f"split {split} is empty: nothing to train")
+    return [f"split {s} is empty: nothing to validate or test on" for s in empty]
 
 
 def load_annotations(path: str | os.PathLike, *, ntu_names: bool = True) -> dict[str, Any]:
@@ -280,7 +391,17 @@ def cli(argv: Sequence[str] | None = None) -> int:
         nargs="*",
         type=Path,
         default=[],
-        help="skip TSVs of earlier stages (merged into --skipped-out)",
+        help="skip TSVs (sample stage file reason) of earlier stages or of a raw-directory scan: "
+        "their samples are left out and their rows merged into --skipped-out",
+    )
+    p.add_argument(
+        "--video-manifests",
+        nargs="*",
+        type=Path,
+        default=None,
+        help="compress manifests (name frames width height fps): each sample's pose frames must "
+        f"fit its video (frame counts within {DEFAULT_TOLERANCE} of each other; with frame_inds, "
+        f"every index < video frames + {DEFAULT_TOLERANCE}), else it is a bad sample",
     )
     p.add_argument("--skipped-out", type=Path, help="merged skip TSV (always written when given)")
     p.add_argument("--on-bad-sample", choices=("fail", "skip"), default="fail")
@@ -303,13 +424,25 @@ def cli(argv: Sequence[str] | None = None) -> int:
             skip,
             {r[0] for r in earlier},
             None if args.pose_layout == "native" else args.pose_layout,
+            read_video_manifests(args.video_manifests) if args.video_manifests else None,
         )
-    except (OSError, ValueError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except BadSampleError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
+    except (OSError, ValueError, BadSampleError) as exc:
+        from rgbpose.cli import report_error  # noqa: PLC0415
+
+        return report_error(prog, exc)
+    try:
+        warnings = check_splits(data["split"])
+    except ValueError as exc:
+        from rgbpose.cli import report_error  # noqa: PLC0415
+
+        finish_skips(skip, None)  # the samples this stage skipped, on stderr
+        counts = (
+            f"{len(data['annotations'])} sample(s) annotated, {len(earlier)} skipped by earlier "
+            f"stages, {len(skip.rows)} at this stage"
+        )
+        return report_error(prog, ValueError(f"{exc} ({counts})"))
+    for warning in warnings:
+        print(f"{prog}: warning: {warning}", file=sys.stderr)
     dump_pickle(data, args.output)
     if args.skipped_out is not None:
         merged = SkipLog("skip", stage="build_annotations")

@@ -13,7 +13,8 @@ and the expected size.  Output is written atomically; a failed sample leaves no 
 
 This module also holds what the other preprocessing stages share: ``open_video`` (decord with
 bad-sample errors, used by the estimator backends) and the small CLI helpers (collecting inputs
-from files / directories / ``--names-file``, the bad-sample options, progress bars).
+from files / directories / ``--names-file``, the bad-sample options, running a shard's samples
+with per-sample progress lines).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import io
 import os
 import struct
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,8 +33,16 @@ from typing import NamedTuple, TypeVar
 
 import numpy as np
 
-from rgbpose.io import BadSampleError, SkipLog, atomic_path, write_text_atomic
+from rgbpose.io import (
+    BadSampleError,
+    SkipLog,
+    atomic_path,
+    remove_stale_temps,
+    write_text_atomic,
+)
 from rgbpose.ntu import is_valid_name
+
+from . import StageProgress
 
 T = TypeVar("T")
 
@@ -135,15 +145,6 @@ def finish_skips(skip: SkipLog, path: Path | None) -> None:
             print(f"skipped {name} ({stage}): {file}: {reason}", file=sys.stderr)
 
 
-def progress(iterable: Iterable[T], total: int | None = None, desc: str = "") -> Iterable[T]:
-    """Wrap ``iterable`` in a tqdm bar only when stderr is a terminal (logs stay clean)."""
-    if not sys.stderr.isatty():
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, leave=False)
-
-
 def run_samples(
     func: Callable[[Path], T],
     paths: Sequence[Path],
@@ -155,23 +156,31 @@ def run_samples(
     """Apply ``func`` to every path (``jobs`` threads), routing ``BadSampleError`` to ``skip``.
 
     Results come back in input order.  Under ``fail`` the first bad sample's error propagates and
-    pending work is cancelled (samples already running still finish; outputs are atomic).
+    pending work is cancelled (samples already running still finish; outputs are atomic).  Each
+    sample gets a progress line on stderr (``<desc> i/n <name> ok|skipped|failed (1.2 s)``) and
+    the stage a summary line (``StageProgress``).
     """
 
-    def guarded(p: Path) -> tuple[Path, T | BadSampleError]:
+    def guarded(p: Path) -> tuple[Path, T | BadSampleError, float]:
+        start = time.monotonic()
         try:
-            return p, func(p)
+            res: T | BadSampleError = func(p)
         except BadSampleError as exc:
-            return p, exc
+            res = exc
+        return p, res, time.monotonic() - start
 
     done: list[tuple[Path, T]] = []
 
-    def consume(results: Iterator[tuple[Path, T | BadSampleError]]) -> None:
-        for p, res in progress(results, total=len(paths), desc=desc):
-            if isinstance(res, BadSampleError):
-                skip.handle(name_of(p), res)
-            else:
-                done.append((p, res))
+    def consume(results: Iterator[tuple[Path, T | BadSampleError, float]]) -> None:
+        with StageProgress(desc, len(paths)) as prog:
+            for p, res, seconds in results:
+                name = name_of(p)
+                if isinstance(res, BadSampleError):
+                    prog.update(name, "failed" if skip.policy == "fail" else "skipped", seconds)
+                    skip.handle(name, res)
+                else:
+                    prog.update(name, "ok", seconds)
+                    done.append((p, res))
 
     if jobs <= 1:
         consume(guarded(p) for p in paths)
@@ -358,6 +367,21 @@ def _compress(
     return VideoInfo(frames, int(out_w), int(out_h), fps)
 
 
+def remove_stale_shard_temps(
+    out_dir: str | os.PathLike, destinations: Iterable[str | os.PathLike], max_age_s: float = 0.0
+) -> list[Path]:
+    """Delete ``atomic_path`` temp files of ``destinations`` (file names in ``out_dir``).
+
+    An interrupted compress job leaves ``.<name>.mp4.XXXXXXXX.mp4`` behind.  Only temps whose
+    destination is one of ``destinations`` (this shard's videos) are touched: other shards may be
+    writing into the same directory right now.  Snakemake never runs the same shard twice at
+    once, so by default every such temp is stale; ``max_age_s`` keeps those modified more
+    recently.  Returns the removed paths, sorted.
+    """
+    wanted = {Path(d).name for d in destinations}
+    return remove_stale_temps(out_dir, max_age_s=max_age_s, destinations=wanted)
+
+
 def write_manifest(rows: Sequence[tuple[str, VideoInfo]], path: str | os.PathLike) -> None:
     """Write ``name frames width height fps`` rows (TSV with header) atomically."""
     buf = io.StringIO()
@@ -385,13 +409,17 @@ def cli(argv: Sequence[str] | None = None) -> int:
     add_names_file_arg(p)
     add_bad_sample_args(p)
     args = p.parse_args(argv)
+    from rgbpose.cli import report_error  # noqa: PLC0415
 
     try:
         paths = collect_inputs(args.inputs, RAW_VIDEO_SUFFIX, args.names_file)
     except (OSError, ValueError) as exc:
-        print(f"rgbpose compress: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error("rgbpose compress", exc)
     skip = SkipLog(args.on_bad_sample, stage="compress")
+    # This shard's destinations only (names that are not NTU names never become outputs).
+    ours = [f"{n}.mp4" for n in (raw_stem(q, RAW_VIDEO_SUFFIX) for q in paths) if is_valid_name(n)]
+    for stale in remove_stale_shard_temps(args.out_dir, ours):
+        print(f"compress: removed {stale} (temp file of an interrupted run)", file=sys.stderr)
 
     def work(path: Path) -> tuple[str, VideoInfo]:
         name = sample_name_from_path(path, RAW_VIDEO_SUFFIX)
@@ -405,8 +433,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
             work, paths, skip, lambda q: raw_stem(q, RAW_VIDEO_SUFFIX), args.jobs, "compress"
         )
     except BadSampleError as exc:
-        print(f"rgbpose compress: error: {exc}", file=sys.stderr)
-        return 1
+        return report_error("rgbpose compress", exc)
     write_manifest([res for _, res in done], args.manifest)
     finish_skips(skip, args.skipped)
     print(f"compressed {len(done)} video(s) to {args.out_dir}; skipped {len(skip.rows)}")

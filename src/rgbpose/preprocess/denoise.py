@@ -46,7 +46,7 @@ pose frame t stays video frame t.
 from __future__ import annotations
 
 import argparse
-import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,8 +57,9 @@ import numpy as np
 from rgbpose.io import BadSampleError, SkipLog, dump_pickle, load_pickle
 from rgbpose.ntu import parse_name
 
+from . import StageProgress
 from .annotations import check_pose_arrays
-from .compress import add_bad_sample_args, finish_skips, progress
+from .compress import add_bad_sample_args, finish_skips
 
 EmptyFrames = Literal["trim", "drop"]
 
@@ -393,6 +394,8 @@ def cli(argv: Sequence[str] | None = None) -> int:
     add_bad_sample_args(p)
     args = p.parse_args(argv)
     prog = "rgbpose denoise"
+    from rgbpose.cli import report_error  # noqa: PLC0415
+
     kcfg = KinectDenoiseConfig(max_persons=args.max_persons, empty_frames=args.empty_frames)
     tcfg = TrackerConfig(
         max_gap=args.max_gap, min_length=args.min_track, max_persons=args.max_persons
@@ -404,19 +407,23 @@ def cli(argv: Sequence[str] | None = None) -> int:
         if not isinstance(poses, list):
             raise BadSampleError(src, f"expected a list of pose dicts, got {type(poses).__name__}")
     except (OSError, BadSampleError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
+        return report_error(prog, exc)
     out = []
     try:
-        for pose in progress(poses, total=len(poses), desc="denoise"):
-            name = pose.get("frame_dir", "?") if isinstance(pose, dict) else "?"
-            try:
-                out.append(denoise_pose(pose, kcfg, tcfg, src))
-            except BadSampleError as exc:
-                skip.handle(str(name), exc)
+        with StageProgress("denoise", len(poses)) as progress:
+            for pose in poses:
+                name = str(pose.get("frame_dir", "?")) if isinstance(pose, dict) else "?"
+                start = time.monotonic()
+                try:
+                    out.append(denoise_pose(pose, kcfg, tcfg, src))
+                except BadSampleError as exc:
+                    failed = "failed" if skip.policy == "fail" else "skipped"
+                    progress.update(name, failed, time.monotonic() - start)
+                    skip.handle(name, exc)
+                else:
+                    progress.update(name, "ok", time.monotonic() - start)
     except BadSampleError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
+        return report_error(prog, exc)
     dump_pickle(out, args.output)
     finish_skips(skip, args.skipped)
     two = sum(d["keypoint"].shape[0] == 2 for d in out)

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -372,6 +371,8 @@ def cli(argv: Sequence[str] | None = None) -> int:
     add_bad_sample_args(p)
     args = p.parse_args(argv)
     prog = "rgbpose extract-poses"
+    from rgbpose.cli import report_error  # noqa: PLC0415
+
     if args.backend == "onnx" and args.model is None:
         p.error("--backend onnx needs --model M.onnx")
 
@@ -384,8 +385,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
             else None
         )
     except (OSError, ValueError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(prog, exc)
 
     def work(path: Path) -> dict[str, Any]:
         name = sample_name_from_path(path, suffix)
@@ -397,13 +397,9 @@ def cli(argv: Sequence[str] | None = None) -> int:
 
     skip = SkipLog(args.on_bad_sample, stage="extract_poses")
     try:
-        done = run_samples(work, paths, skip, lambda q: raw_stem(q, suffix), desc="poses")
-    except BadSampleError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
-    except ValueError as exc:  # a model whose output does not follow the documented format
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+        done = run_samples(work, paths, skip, lambda q: raw_stem(q, suffix), desc="extract-poses")
+    except (BadSampleError, ValueError) as exc:  # ValueError: a model output of the wrong format
+        return report_error(prog, exc)
     poses = [res for _, res in done]
     dump_pickle(poses, args.output)
     finish_skips(skip, args.skipped)

@@ -35,5 +35,9 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
+# What runs write: outputs, job logs, per-rule benchmark TSVs (benchmarks/<rule>/), the report,
+# and Snakemake's record of them (its metadata, locks, incomplete markers; conda envs are kept).
 clean-results:
-	rm -rf results logs benchmarks/rules
+	rm -rf results logs report.html
+	rm -rf .snakemake/metadata .snakemake/incomplete .snakemake/locks .snakemake/log
+	find benchmarks -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +

@@ -14,7 +14,6 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 TINY = {
     "run": ["tiny"],
@@ -56,7 +55,9 @@ def test_localcluster_runs_preprocessing_dag(tmp_path):
     (tmp_path / "profile").mkdir()
     (tmp_path / "profile/config.yaml").write_text(yaml.safe_dump(profile))
 
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    # No venv on PATH, as in a cluster job's login shell: jobs call our package through the
+    # interpreter that runs snakemake (an absolute path), never a PATH lookup.
+    env = dict(os.environ, PATH="/usr/local/bin:/usr/bin:/bin")
     env["LOCALCLUSTER_DIR"] = str(tmp_path / "jobs")
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
     cmd += ["--directory", str(tmp_path), "--profile", str(tmp_path / "profile")]
@@ -66,8 +67,8 @@ def test_localcluster_runs_preprocessing_dag(tmp_path):
 
     # Every job ran as its own submitted process and exited 0.
     exits = sorted((tmp_path / "jobs").glob("*.exit"))
-    # synthesize + 2 shards x (compress, extract, denoise) + build_annotations
-    assert len(exits) == 8
+    # synthesize + scan_raw + 2 shards x (compress, extract, denoise) + build_annotations
+    assert len(exits) == 9
     assert {p.read_text().strip() for p in exits} == {"0"}
 
     ann = pickle.loads((tmp_path / "results/tiny/annotations.pkl").read_bytes())

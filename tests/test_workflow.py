@@ -56,6 +56,7 @@ def test_demo_dry_run_plans_every_stage():
     n = len(syn["performers"]) * len(syn["cameras"]) * len(syn["replications"]) * 10
     shards = -(-n // cfg["shard_size"])
     assert counts["synthesize_dataset"] == "1"
+    assert counts["scan_raw"] == "1"
     for rule in ("compress_videos", "extract_poses", "denoise_poses"):
         assert counts[rule] == str(shards), rule
     for rule in ("build_annotations", "train_rgb_only", "train_pose_only", "merge_checkpoints",

@@ -1,22 +1,94 @@
 # Helpers shared by all rules: config validation, sample lists, shards, input functions.
 import json
-import os
 import math
+import shlex
+import sys
 from functools import cache
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
+
+# The workflow runs its own package (src/ next to this Snakefile), whatever is installed.
+SRC = Path(workflow.basedir, "src").resolve()
+sys.path.insert(0, str(SRC))
 
 from rgbpose import ntu
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
+
+def protocol_of(dataset):
+    """Split rules of a dataset: its ``protocol`` key, else demo (synthetic) or its own name."""
+    cfg = config["datasets"][dataset]
+    protocol = cfg.get("protocol") or ("demo" if "synthetic" in cfg else dataset)
+    if protocol not in ntu.BENCHMARKS:
+        raise WorkflowError(
+            f"config: datasets.{dataset}: no split protocol for this name; set "
+            f"datasets.{dataset}.protocol to one of {sorted(ntu.BENCHMARKS)}"
+        )
+    return protocol
+
+
+def check_dataset(name, cfg):
+    """What the schema cannot say, checked before any job runs (messages name the key)."""
+    key = f"datasets.{name}"
+    protocol = protocol_of(name)
+    wrong = [b for b in cfg["benchmarks"] if b not in ntu.BENCHMARKS[protocol]]
+    if wrong:
+        raise WorkflowError(
+            f"config: {key}.benchmarks: {wrong} not defined for protocol {protocol!r} "
+            f"(it has {list(ntu.BENCHMARKS[protocol])})"
+        )
+    if cfg["pose_backend"] == "onnx" and "onnx_model" not in cfg:
+        raise WorkflowError(
+            f"config: {key}.onnx_model is required by pose_backend onnx"
+        )
+    if "synthetic" in cfg:
+        from rgbpose.synthetic import SynthConfig
+
+        try:
+            SynthConfig.from_dict(cfg["synthetic"])
+        except (ValueError, TypeError) as exc:
+            raise WorkflowError(f"config: {key}.synthetic: {exc}") from None
+
+
 for _name in config["run"]:
     if _name not in config["datasets"]:
-        raise ValueError(
+        raise WorkflowError(
             f"config: run lists {_name!r}, which is not a key of datasets "
             f"(known: {', '.join(sorted(config['datasets']))})"
         )
+for _name, _cfg in config["datasets"].items():
+    check_dataset(_name, _cfg)
+
+
+def python_command():
+    """The interpreter of every job, as a shell word.
+
+    Locally and on a cluster with a shared file system: the interpreter running Snakemake (an
+    absolute path, so no activated venv or PATH entry is needed).  Under ``--sdm conda``: the env's
+    ``python``, found on the PATH the env activation sets.
+    """
+    methods = workflow.deployment_settings.deployment_method
+    return (
+        "python" if DeploymentMethod.CONDA in methods else shlex.quote(sys.executable)
+    )
+
+
+# Every job's shell defines `rgbpose` (and `rgbpose_torchrun GPUS ...`) as our package (SRC) run
+# by the job's interpreter, so rules read `rgbpose <command> ...` and need nothing on PATH.
+_PYTHON = f"PYTHONPATH={shlex.quote(str(SRC))}${{PYTHONPATH:+:$PYTHONPATH}} {python_command()}"
+_PREFIX = (
+    "set -euo pipefail; "
+    f'rgbpose() {{ {_PYTHON} -m rgbpose.cli "$@"; }}; '
+    f"rgbpose_torchrun() {{ {_PYTHON} -m torch.distributed.run --standalone"
+    ' --nproc-per-node="$1" -m rgbpose.cli "${@:2}"; }; '
+)
+shell.prefix(
+    _PREFIX.replace("{", "{{").replace("}", "}}")
+)  # the prefix is formatted too
 
 MODELS = ("rgb_only", "pose_only", "rgbpose_conv3d")
 
@@ -41,11 +113,38 @@ def is_synthetic(dataset):
 
 
 @cache
+def raw_scan(dataset):
+    """The raw-directory scan of a real dataset (``rgbpose.preprocess.scan``), once per run.
+
+    Only NTU sample names become samples; every other ``*_rgb.avi`` (and a skeleton without its
+    video) is a bad sample: under ``on_bad_sample: fail`` planning stops here naming the files,
+    under ``skip`` the scan_raw rule lists them in skipped.tsv.  No other name reaches a shell.
+    """
+    from rgbpose.io import BadSampleError
+    from rgbpose.preprocess.scan import scan_raw
+
+    cfg = dataset_cfg(dataset)
+    skeletons = cfg["raw_skeleton_dir"] if cfg["pose_backend"] == "kinect" else None
+    try:
+        scan = scan_raw(cfg["raw_video_dir"], skeletons, ntu.missing_skeletons())
+    except BadSampleError as exc:
+        raise WorkflowError(f"dataset {dataset}: {exc}") from None
+    if scan.bad and cfg["on_bad_sample"] == "fail":
+        raise WorkflowError(
+            f"dataset {dataset} (on_bad_sample: fail): {scan.error()}\n"
+            "Rename or remove these files, or set on_bad_sample: skip to list them in "
+            f"results/{dataset}/skipped.tsv."
+        )
+    return scan
+
+
+@cache
 def sample_names(dataset):
     """Sorted sample names of a dataset, known at planning time.
 
-    Synthetic: computed from its config.  Real: every <name>_rgb.avi in raw_video_dir, minus the
-    NTU missing-skeleton samples that every published benchmark excludes (documented in the README).
+    Synthetic: computed from its config.  Real: every <name>_rgb.avi in raw_video_dir with an NTU
+    name, minus the NTU missing-skeleton samples that every published benchmark excludes
+    (documented in the README); see raw_scan for the other files.
     """
     cfg = dataset_cfg(dataset)
     if is_synthetic(dataset):
@@ -53,22 +152,12 @@ def sample_names(dataset):
         from rgbpose.synthetic import sample_names as synth_names
 
         return tuple(synth_names(SynthConfig.from_dict(cfg["synthetic"])))
-    raw = Path(cfg["raw_video_dir"])
-    if not raw.is_dir():
-        raise ValueError(
-            f"dataset {dataset}: raw_video_dir {str(raw)!r} is not a directory"
-        )
-    missing = ntu.missing_skeletons()
-    names = []
-    with os.scandir(raw) as it:
-        for entry in it:
-            if entry.name.endswith("_rgb.avi"):
-                name = entry.name[: -len("_rgb.avi")]
-                if name not in missing:
-                    names.append(name)
+    names = raw_scan(dataset).names
     if not names:
-        raise ValueError(f"dataset {dataset}: no *_rgb.avi files in {str(raw)!r}")
-    return tuple(sorted(names))
+        raise WorkflowError(
+            f"dataset {dataset}: no <NTU name>_rgb.avi files in {cfg['raw_video_dir']!r}"
+        )
+    return names
 
 
 def shard_ids(dataset):
@@ -112,6 +201,14 @@ def raw_dir(key):
     return inputs
 
 
+def scan_skeleton_option(wildcards):
+    """``--skeleton-dir DIR`` when the dataset's poses come from Kinect skeleton files."""
+    cfg = dataset_cfg(wildcards.dataset)
+    if cfg["pose_backend"] != "kinect":
+        return []
+    return ["--skeleton-dir", cfg["raw_skeleton_dir"]]
+
+
 def pose_inputs_of_shard(wildcards):
     """Kinect reads the raw skeletons; estimators read the shard's compressed videos."""
     if dataset_cfg(wildcards.dataset)["pose_backend"] == "kinect":
@@ -128,41 +225,30 @@ def pose_input_paths(wildcards):
     ]
 
 
+# Option builders return argument lists: rules print them with {params.x:q}, one quoted word
+# each, so a configured path with spaces or shell characters stays one argument.
 def extract_options(wildcards):
     cfg = dataset_cfg(wildcards.dataset)
-    opts = [f"--backend {cfg['pose_backend']}"]
+    opts = ["--backend", cfg["pose_backend"]]
     if cfg["pose_backend"] == "kinect":
-        h, w = cfg["img_shape"]
-        opts.append(f"--img-shape {h} {w}")
+        opts += ["--img-shape", *map(str, cfg["img_shape"])]
     if cfg["pose_backend"] == "onnx":
-        if "onnx_model" not in cfg:
-            raise ValueError(
-                f"dataset {wildcards.dataset}: pose_backend onnx needs onnx_model"
-            )
-        opts.append(f"--model {cfg['onnx_model']}")
-    return " ".join(opts)
+        opts += ["--model", cfg["onnx_model"]]
+    return opts
 
 
 def compress_options(wildcards):
     c = dataset_cfg(wildcards.dataset)["compress"]
-    return f"--height {c['height']} --crf {c['crf']} --preset {c['preset']} --gop {c['gop']}"
+    return [f"--{k}={c[k]}" for k in ("height", "crf", "preset", "gop")]
 
 
 def split_protocol(wildcards):
     """Split rules of the dataset (rgbpose.ntu.make_splits' dataset argument)."""
-    cfg = dataset_cfg(wildcards.dataset)
-    protocol = cfg.get("protocol") or (
-        "demo" if is_synthetic(wildcards.dataset) else wildcards.dataset
-    )
-    if protocol not in ntu.BENCHMARKS:
-        raise ValueError(
-            f"dataset {wildcards.dataset}: set protocol to one of {sorted(ntu.BENCHMARKS)}"
-        )
-    return protocol
+    return protocol_of(wildcards.dataset)
 
 
 def benchmark_list(wildcards):
-    return " ".join(dataset_cfg(wildcards.dataset)["benchmarks"])
+    return dataset_cfg(wildcards.dataset)["benchmarks"]
 
 
 def pose_layout(wildcards):
@@ -193,11 +279,28 @@ def synth_config_json(wildcards):
     )
 
 
+@cache
+def checked_run_config(dataset, model):
+    """The path of a dataset's run config, loaded once so a typo (``optim.lrr``) fails while the
+    DAG is built, before any job, naming the key and the file."""
+    from rgbpose.engine.config import load_run_config
+    from rgbpose.io import BadSampleError
+
+    path = dataset_cfg(dataset)["models"][model]
+    try:
+        load_run_config(path)
+    except BadSampleError as exc:
+        raise WorkflowError(
+            f"config: datasets.{dataset}.models.{model}: {exc.path}: {exc.problem}"
+        ) from None
+    return path
+
+
 def model_config(model):
-    """Input function: the run-config YAML of ``model`` for the dataset."""
+    """Input function: the (checked) run-config YAML of ``model`` for the dataset."""
 
     def path(wildcards):
-        return dataset_cfg(wildcards.dataset)["models"][model]
+        return checked_run_config(wildcards.dataset, model)
 
     return path
 
@@ -213,7 +316,7 @@ def num_classes(wildcards):
 def launcher(wildcards, resources):
     """`rgbpose` for one process; torchrun with one process per GPU when a job has several."""
     if int(resources.gpu) > 1:
-        return f"torchrun --standalone --nproc-per-node={resources.gpu} -m rgbpose.cli"
+        return f"rgbpose_torchrun {int(resources.gpu)}"
     return "rgbpose"
 
 
@@ -246,7 +349,7 @@ def final_targets():
 
 
 def test_model_config(wildcards):
-    return dataset_cfg(wildcards.dataset)["models"][wildcards.model]
+    return checked_run_config(wildcards.dataset, wildcards.model)
 
 
 def test_video_inputs(wildcards):

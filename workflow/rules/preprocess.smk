@@ -17,7 +17,8 @@ rule synthesize_dataset:
     params:
         synth=synth_config_json,
     shell:
-        "rgbpose synthesize -o {output} --config-json '{params.synth}' --jobs {threads} > {log} 2>&1"
+        "rgbpose synthesize -o {output:q} --config-json {params.synth:q} --jobs {threads}"
+        " > {log:q} 2>&1"
 
 
 rule contact_sheet:
@@ -39,7 +40,29 @@ rule contact_sheet:
     params:
         videos=contact_sheet_videos,
     shell:
-        "rgbpose contact-sheet {params.videos} -o {output} --frames 5 > {log} 2>&1"
+        "rgbpose contact-sheet {params.videos:q} -o {output:q} --frames 5 > {log:q} 2>&1"
+
+
+rule scan_raw:
+    input:
+        raw_dir("raw_video_dir"),
+    output:
+        "results/{dataset}/shards/scan.skipped.tsv",
+    log:
+        "logs/scan_raw/{dataset}.log",
+    conda:
+        "../../envs/rgbpose.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        videos=lambda w: dataset_cfg(w.dataset)["raw_video_dir"],
+        skeletons=scan_skeleton_option,
+        missing=lambda w: "--no-exclude-missing" if is_synthetic(w.dataset) else "",
+        policy=bad_sample_policy,
+    shell:
+        "rgbpose scan-raw --video-dir {params.videos:q} {params.skeletons:q} {params.missing}"
+        " --out {output:q} --on-bad-sample {params.policy} > {log:q} 2>&1"
 
 
 rule compress_videos:
@@ -63,9 +86,9 @@ rule compress_videos:
         options=compress_options,
         policy=bad_sample_policy,
     shell:
-        "rgbpose compress {params.videos} --out-dir results/{wildcards.dataset}/videos"
-        " --manifest {output.manifest} --skipped {output.skipped} {params.options}"
-        " --on-bad-sample {params.policy} --jobs {threads} > {log} 2>&1"
+        "rgbpose compress {params.videos:q} --out-dir results/{wildcards.dataset}/videos"
+        " --manifest {output.manifest:q} --skipped {output.skipped:q} {params.options:q}"
+        " --on-bad-sample {params.policy} --jobs {threads} > {log:q} 2>&1"
 
 
 rule extract_poses:
@@ -88,8 +111,8 @@ rule extract_poses:
         options=extract_options,
         policy=bad_sample_policy,
     shell:
-        "rgbpose extract-poses {params.options} {params.inputs} -o {output.poses}"
-        " --skipped {output.skipped} --on-bad-sample {params.policy} > {log} 2>&1"
+        "rgbpose extract-poses {params.options:q} {params.inputs:q} -o {output.poses:q}"
+        " --skipped {output.skipped:q} --on-bad-sample {params.policy} > {log:q} 2>&1"
 
 
 rule denoise_poses:
@@ -108,13 +131,15 @@ rule denoise_poses:
     params:
         policy=bad_sample_policy,
     shell:
-        "rgbpose denoise {input} -o {output.poses} --skipped {output.skipped}"
-        " --on-bad-sample {params.policy} > {log} 2>&1"
+        "rgbpose denoise {input:q} -o {output.poses:q} --skipped {output.skipped:q}"
+        " --on-bad-sample {params.policy} > {log:q} 2>&1"
 
 
 rule build_annotations:
     input:
         poses=all_shards("results/{dataset}/shards/denoised/{shard}.pkl"),
+        scan="results/{dataset}/shards/scan.skipped.tsv",
+        manifests=all_shards("results/{dataset}/shards/compress/{shard}.tsv"),
         skipped=all_shards(
             "results/{dataset}/shards/compress/{shard}.skipped.tsv",
             "results/{dataset}/shards/poses/{shard}.skipped.tsv",
@@ -140,7 +165,8 @@ rule build_annotations:
         layout=pose_layout,
         policy=bad_sample_policy,
     shell:
-        "rgbpose build-annotations {input.poses} -o {output.ann} --dataset {params.protocol}"
-        " --benchmarks {params.benchmarks} --skipped-in {input.skipped}"
-        " --skipped-out {output.skipped} --on-bad-sample {params.policy}"
-        " --pose-layout {params.layout} > {log} 2>&1"
+        "rgbpose build-annotations {input.poses:q} -o {output.ann:q}"
+        " --dataset {params.protocol} --benchmarks {params.benchmarks:q}"
+        " --skipped-in {input.scan:q} {input.skipped:q} --skipped-out {output.skipped:q}"
+        " --video-manifests {input.manifests:q} --on-bad-sample {params.policy}"
+        " --pose-layout {params.layout} > {log:q} 2>&1"

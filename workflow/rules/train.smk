@@ -1,6 +1,9 @@
 # Train the two unimodal models, merge them into an RGBPoseConv3D init, fine-tune, test, fuse.
 # Resume state lives in an undeclared work/ directory (Snakemake deletes declared outputs of failed
-# jobs); only the final model is a declared, protected output.  A retry resumes from work/last.pt.
+# jobs); only the final model is a declared, protected output.  A retry resumes from work/last.pt
+# when everything that defines the run is unchanged (else it starts fresh and keeps the old state in
+# work/stale-<time>/); a deterministic data error is recorded in work/failed.json and a retry with
+# the same inputs fails at once instead of repeating it.  See rgbpose.engine.train.
 
 
 rule train_pose_only:
@@ -26,12 +29,13 @@ rule train_pose_only:
         launch=launcher,
         work="results/{dataset}_{bench}/pose_only/work",
         num_classes=num_classes,
-        init="",
+        init=[],
     shell:
-        "{params.launch} train --config {input.config} --ann {input.ann} --split {wildcards.bench}"
-        " --video-dir results/{wildcards.dataset}/videos --num-classes {params.num_classes}"
-        " --work-dir {params.work} --out {output.ckpt} {params.init} > {log} 2>&1"
-        " && cp {params.work}/train_log.csv {output.log_csv}"
+        "{params.launch} train --config {input.config:q} --ann {input.ann:q}"
+        " --split {wildcards.bench} --video-dir results/{wildcards.dataset}/videos"
+        " --num-classes {params.num_classes} --work-dir {params.work:q} --out {output.ckpt:q}"
+        " {params.init:q} > {log:q} 2>&1"
+        " && cp {params.work:q}/train_log.csv {output.log_csv:q}"
 
 
 use rule train_pose_only as train_rgb_only with:
@@ -50,7 +54,7 @@ use rule train_pose_only as train_rgb_only with:
         launch=launcher,
         work="results/{dataset}_{bench}/rgb_only/work",
         num_classes=num_classes,
-        init="",
+        init=[],
 
 
 rule merge_checkpoints:
@@ -68,8 +72,8 @@ rule merge_checkpoints:
         mem_mb=4000,
         runtime=10,
     shell:
-        "rgbpose merge --rgb {input.rgb} --pose {input.pose} --config {input.config}"
-        " -o {output} > {log} 2>&1"
+        "rgbpose merge --rgb {input.rgb:q} --pose {input.pose:q} --config {input.config:q}"
+        " -o {output:q} > {log:q} 2>&1"
 
 
 use rule train_pose_only as finetune_rgbpose with:
@@ -89,7 +93,7 @@ use rule train_pose_only as finetune_rgbpose with:
         launch=launcher,
         work="results/{dataset}_{bench}/rgbpose_conv3d/work",
         num_classes=num_classes,
-        init="--init results/{dataset}_{bench}/rgbpose_conv3d/init.pt",
+        init=["--init", "results/{dataset}_{bench}/rgbpose_conv3d/init.pt"],
 
 
 rule test_model:
@@ -127,10 +131,11 @@ rule test_model:
         mem_mb=16000,
         runtime=train_runtime,
     shell:
-        "rgbpose test --config {input.config} --checkpoint {input.ckpt} --ann {input.ann}"
-        " --split {wildcards.bench}_val --video-dir results/{wildcards.dataset}/videos"
-        " --out {output.scores} --metrics-out {output.metrics}"
-        " --confusion-png {output.confusion} --per-class-csv {output.per_class} > {log} 2>&1"
+        "rgbpose test --config {input.config:q} --checkpoint {input.ckpt:q}"
+        " --ann {input.ann:q} --split {wildcards.bench}_val"
+        " --video-dir results/{wildcards.dataset}/videos --out {output.scores:q}"
+        " --metrics-out {output.metrics:q} --confusion-png {output.confusion:q}"
+        " --per-class-csv {output.per_class:q} > {log:q} 2>&1"
 
 
 rule fuse:
@@ -154,8 +159,8 @@ rule fuse:
         mem_mb=2000,
         runtime=10,
     shell:
-        "rgbpose fuse --scores rgb_only={input.rgb} pose_only={input.pose}"
-        " rgbpose={input.rgbpose} -o {output.txt} --json {output.json} > {log} 2>&1"
+        "rgbpose fuse --scores rgb_only={input.rgb:q} pose_only={input.pose:q}"
+        " rgbpose={input.rgbpose:q} -o {output.txt:q} --json {output.json:q} > {log:q} 2>&1"
 
 
 rule plot_training_curves:
@@ -179,5 +184,5 @@ rule plot_training_curves:
         mem_mb=1000,
         runtime=5,
     shell:
-        "rgbpose plot-curves {input} -o {output} --titles rgb_only pose_only rgbpose_conv3d"
-        " > {log} 2>&1"
+        "rgbpose plot-curves {input:q} -o {output:q}"
+        " --titles rgb_only pose_only rgbpose_conv3d > {log:q} 2>&1"

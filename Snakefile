@@ -12,6 +12,7 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/cluster.smk"
 
 
 rule all:

@@ -1,6 +1,7 @@
 # Helpers shared by all rules: config validation, sample lists, shards, input functions.
 import json
 import math
+import os
 import shlex
 import sys
 from functools import cache

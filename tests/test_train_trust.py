@@ -22,18 +22,9 @@ from rgbpose.data.datasets import ActionDataset, PipelineConfig, annotations_has
 from rgbpose.engine import evaluate
 from rgbpose.engine import train as train_mod
 from rgbpose.engine.config import apply_overrides, run_config_from_dict
-from rgbpose.engine.train import (
-    FailureGuard,
-    data_error,
-    default_log_every,
-    eta_seconds,
-    fingerprint_changes,
-    format_duration,
-    lr_at,
-    progress_line,
-    scaled_lr,
-    train,
-)
+from rgbpose.engine.progress import default_log_every, eta_seconds, format_duration, progress_line
+from rgbpose.engine.runstate import FailureGuard, data_error, fingerprint_changes
+from rgbpose.engine.train import lr_at, scaled_lr, train
 from rgbpose.io import BadSampleError, dump_pickle
 
 T = 6  # frames per sample

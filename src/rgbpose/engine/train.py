@@ -35,7 +35,7 @@ Decisions:
   ends with bitwise the same weights as an uninterrupted run (on CPU; CUDA kernels may add
   their own nondeterminism).
 * Resume state is reused only when everything that defines the run is unchanged. ``last.pt``
-  stores a fingerprint: the config (minus ``num_workers`` and ``time_budget_s``), the
+  stores a fingerprint (``rgbpose.engine.runstate``): the config (minus ``num_workers`` and ``time_budget_s``), the
   training and validation sets' sizes and content hashes (``dataset.content_hash()``: sha256
   of every sample's name, label, keypoints, scores, total_frames, frame_inds...; datasets
   without that method count by size only; video bytes are not hashed), the sha256 of the
@@ -50,15 +50,15 @@ Decisions:
   its output <out> is gone (forced rerun): starting fresh, old state kept in ...``) instead of
   resuming the finished state. A killed run has no ``finished.json`` and resumes.
 * Deterministic data errors are not retried (the Snakemake rules have ``retries``). ``cli``
-  runs inside :class:`FailureGuard`: a ``BadSampleError`` (also from a DataLoader worker or
+  runs inside ``runstate.FailureGuard``: a ``BadSampleError`` (also from a DataLoader worker or
   mid-epoch) or a ``ValueError`` raised before the training loop is written to
-  ``failed.json`` with the hash of the command's inputs (:func:`failure_guard`: run config and
+  ``failed.json`` with the hash of the command's inputs (``runstate.failure_guard``: run config and
   annotation file contents, init checkpoint, split and the other data/model arguments, world
   size) and re-raised. The same command with the same inputs then fails within a second,
   before loading data or building a model, with the same message plus ``(same inputs failed
   before; not retrying: fix the input or delete <work>/failed.json)``. Changed inputs (or a
   changed file that the error named, e.g. a video) remove ``failed.json`` and run again.
-* Progress: rank 0 prints ``[rgbpose train] epoch 2/4 iter 30/120 loss 1.2345 lr 0.01 8.3
+* Progress (``rgbpose.engine.progress``): rank 0 prints ``[rgbpose train] epoch 2/4 iter 30/120 loss 1.2345 lr 0.01 8.3
   clips/s data 0.012 s/iter eta 0:03:12`` every ``log_every`` iterations (default 10% of an
   epoch): mean loss, clips/s (all processes) and loader wait since the previous line, ETA of
   the whole remaining run at the mean iteration time. A tqdm bar is added when stderr is a TTY.
@@ -71,7 +71,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import io
 import json
 import math
@@ -110,6 +109,16 @@ from rgbpose.engine.evaluate import (
     prepare_inputs,
     read_checkpoint_file,
 )
+from rgbpose.engine.progress import Progress, default_log_every
+from rgbpose.engine.runstate import (
+    FINISHED_JSON,
+    _fingerprint,
+    failure_guard,
+    fingerprint_changes,
+    fingerprint_hash,
+    stash_state,
+    utc_stamp,
+)
 from rgbpose.io import BadSampleError, atomic_path, write_text_atomic
 
 EXIT_TIME_BUDGET = 3
@@ -117,12 +126,6 @@ CSV_FIELDS = (
     "epoch", "iters", "lr", "train_loss", "train_top1", "val_top1", "val_top5", "val_mean_class",
     "time_s",
 )  # fmt: skip
-# Config keys that may change between a run and its resumption without invalidating it.
-_RESUME_FREE_KEYS = ("num_workers", "time_budget_s")
-FINGERPRINT_VERSION = 2
-FINISHED_JSON, FAILED_JSON = "finished.json", "failed.json"
-#: a run's state in work_dir; moved into stale-<time>/ when a run starts fresh over it
-STATE_FILES = ("last.pt", "best.pt", "train_log.csv", "tb", "config.yaml", FINISHED_JSON)
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -280,135 +283,6 @@ def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 hex of a file's bytes (read in 16 MiB blocks); ``BadSampleError`` naming the file
-    when it cannot be read."""
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            while block := f.read(1 << 24):
-                h.update(block)
-    except OSError as exc:
-        raise BadSampleError(path, f"cannot read: {exc}") from exc
-    return h.hexdigest()
-
-
-def state_shapes_hash(model: nn.Module) -> str:
-    """sha256 hex of the model's ``sorted((key, shape))`` state-dict entries: the architecture."""
-    shapes = sorted((k, list(v.shape)) for k, v in model.state_dict().items())
-    return hashlib.sha256(json.dumps(shapes).encode()).hexdigest()
-
-
-def _dataset_hash(dataset: Dataset | None) -> str | None:
-    """``dataset.content_hash()`` when the dataset has one (the data package's datasets do)."""
-    fn = getattr(dataset, "content_hash", None)
-    return str(fn()) if callable(fn) else None
-
-
-def _fingerprint(
-    cfg: RunConfig,
-    train_set: Dataset,
-    val_set: Dataset | None,
-    init: str | os.PathLike | None,
-    model: nn.Module,
-    model_name: str,
-    num_classes: int | None,
-    world_size: int,
-) -> dict[str, Any]:
-    """Everything that defines a run (see the module docstring); plain types only."""
-    d = cfg.to_dict()
-    for key in _RESUME_FREE_KEYS:
-        d.pop(key, None)
-    return {
-        "version": FINGERPRINT_VERSION,
-        "config": d,
-        "train_len": len(train_set),  # type: ignore[arg-type]
-        "train_annotations": _dataset_hash(train_set),
-        "val_len": None if val_set is None else len(val_set),  # type: ignore[arg-type]
-        "val_annotations": _dataset_hash(val_set),
-        "init": None if init is None else file_sha256(init),
-        "model": {
-            "name": model_name,
-            "num_classes": None if num_classes is None else int(num_classes),
-            "overrides": d["model"]["overrides"],
-            "state_shapes": state_shapes_hash(model),
-        },
-        "world_size": int(world_size),
-    }
-
-
-def fingerprint_hash(fingerprint: dict[str, Any]) -> str:
-    """sha256 hex of a fingerprint's canonical JSON."""
-    text = json.dumps(fingerprint, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two nested dicts."""
-    if not (isinstance(old, dict) and isinstance(new, dict)):
-        return [] if old == new else [prefix or "<root>"]
-    out: list[str] = []
-    for key in sorted(set(old) | set(new)):
-        dotted = f"{prefix}.{key}" if prefix else str(key)
-        if key not in old or key not in new:
-            out.append(dotted)
-        else:
-            out += _changed_keys(old[key], new[key], dotted)
-    return out
-
-
-def fingerprint_changes(old: Any, new: dict[str, Any]) -> list[str]:
-    """Why a saved fingerprint does not match the current one: e.g. ``annotations changed``,
-    ``init checkpoint changed``, ``config changed: optim.lr``; empty when they match."""
-    if not isinstance(old, dict) or old.get("version") != new["version"]:
-        return ["it predates annotation/init/model fingerprints"]
-    reasons = []
-    if old.get("config") != new["config"]:
-        reasons.append(
-            "config changed: " + ", ".join(_changed_keys(old.get("config"), new["config"]))
-        )
-    for kind, what in (("train", "annotations"), ("val", "validation annotations")):
-        before, after = old.get(f"{kind}_len"), new[f"{kind}_len"]
-        if before != after:
-            reasons.append(f"{what} changed ({before or 'no'} -> {after or 'no'} samples)")
-        elif old.get(f"{kind}_annotations") != new[f"{kind}_annotations"]:
-            reasons.append(f"{what} changed")
-    if old.get("init") != new["init"]:
-        reasons.append("init checkpoint changed")
-    if old.get("model") != new["model"]:
-        reasons.append("model changed: " + ", ".join(_changed_keys(old.get("model"), new["model"])))
-    if old.get("world_size") != new["world_size"]:
-        reasons.append(f"world size changed: {old.get('world_size')} -> {new['world_size']}")
-    if not reasons and old != new:  # pragma: no cover - a key added without a reason above
-        reasons.append("fingerprint changed")
-    return reasons
-
-
-def _utc_stamp() -> str:
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-
-
-def stash_state(work_dir: Path) -> Path | None:
-    """Move the previous run's state (:data:`STATE_FILES` present) into a new
-    ``work_dir/stale-<UTC YYYYmmddTHHMMSS>/`` (``-1``, ``-2``... when taken); return it, or None
-    when there was nothing to move. Nothing is deleted."""
-    present = [n for n in STATE_FILES if (work_dir / n).exists()]
-    if not present:
-        return None
-    base = work_dir / f"stale-{_utc_stamp()}"
-    dst, i = base, 0
-    while True:
-        try:
-            dst.mkdir(parents=True)
-            break
-        except FileExistsError:
-            i += 1
-            dst = base.with_name(f"{base.name}-{i}")
-    for name in present:
-        os.replace(work_dir / name, dst / name)
-    return dst
-
-
 # ----------------------------------------------------------------------------- helpers
 class RepeatDataset(Dataset):
     """``times`` passes over ``dataset`` as one dataset (PYSKL's RepeatDataset), so one epoch of
@@ -528,85 +402,6 @@ def _validate(
         for h, p in probs.items():
             out[f"top1_{h}"] = metrics(p, labels)["top1"]
     return out
-
-
-# ----------------------------------------------------------------------------- progress
-def default_log_every(iters_per_epoch: int) -> int:
-    """Progress-line interval: 10% of an epoch's iterations, at least 1."""
-    return max(1, iters_per_epoch // 10)
-
-
-def eta_seconds(elapsed_s: float, iters_done: int, iters_left: int) -> float:
-    """Time left at the mean iteration time so far: ``elapsed / done * left`` (nan before the
-    first iteration)."""
-    if iters_done <= 0:
-        return math.nan
-    return elapsed_s / iters_done * iters_left
-
-
-def format_duration(seconds: float) -> str:
-    """``H:MM:SS`` rounded to the second (hours unbounded); ``?`` when unknown."""
-    if not math.isfinite(seconds) or seconds < 0:
-        return "?"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
-
-
-def progress_line(
-    epoch: int, epochs: int, it: int, ipe: int, loss: float, lr: float, clips_per_s: float,
-    data_s: float, eta_s: float,
-) -> str:  # fmt: skip
-    """``epoch 2/4 iter 30/120 loss 1.2345 lr 0.01 8.3 clips/s data 0.012 s/iter eta 0:03:12``
-    (1-based epoch and iteration within the epoch)."""
-    return (
-        f"epoch {epoch}/{epochs} iter {it}/{ipe} loss {loss:.4f} lr {lr:.4g} "
-        f"{clips_per_s:.1f} clips/s data {data_s:.3f} s/iter eta {format_duration(eta_s)}"
-    )
-
-
-class _Progress:
-    """Iteration timing of one ``train`` call and its progress lines (rank 0 only).
-
-    Every ``every`` iterations of an epoch it emits :func:`progress_line` with: the mean loss
-    per clip and the throughput (clips/s, all processes) and mean loader wait over the
-    iterations since the previous line, and the ETA of the remaining iterations of the whole
-    run at this call's mean iteration time (validation not counted).
-    """
-
-    def __init__(self, every: int, epochs: int, ipe: int, world_size: int,
-                 emit: Callable[[str], None]):  # fmt: skip
-        self.every, self.epochs, self.ipe, self.world_size = every, epochs, ipe, world_size
-        self.emit = emit
-        self.total_iters = epochs * ipe
-        self.run_s, self.run_iters = 0.0, 0
-        self.start_epoch(0)
-
-    def start_epoch(self, epoch: int) -> None:
-        self.epoch = epoch  # 1-based
-        self._seen_loss, self._seen = 0.0, 0.0  # epoch stats at the previous line
-        self._win_s, self._win_data, self._win_iters, self._win_clips = 0.0, 0.0, 0, 0
-
-    def step(self, it: int, global_iter: int, clips: int, iter_s: float, data_s: float,
-             lr: float, stats: torch.Tensor) -> None:  # fmt: skip
-        """Record iteration ``it`` (1-based in the epoch); ``stats`` = the epoch's running
-        [loss sum, correct, seen]."""
-        self.run_s += iter_s
-        self.run_iters += 1
-        self._win_s += iter_s
-        self._win_data += data_s
-        self._win_iters += 1
-        self._win_clips += clips
-        if self.every < 1 or it % self.every:
-            return
-        loss_sum, _, seen = stats.tolist()
-        loss = (loss_sum - self._seen_loss) / max(seen - self._seen, 1.0)
-        self._seen_loss, self._seen = loss_sum, seen
-        rate = self._win_clips * self.world_size / max(self._win_s, 1e-9)
-        eta = eta_seconds(self.run_s, self.run_iters, self.total_iters - global_iter)
-        self.emit(progress_line(self.epoch, self.epochs, it, self.ipe, loss, lr, rate,
-                                self._win_data / self._win_iters, eta))  # fmt: skip
-        self._win_s, self._win_data, self._win_iters, self._win_clips = 0.0, 0.0, 0, 0
 
 
 # ----------------------------------------------------------------------------- train
@@ -813,7 +608,7 @@ def _train(
     progress = None
     if info.is_main:
         every = default_log_every(ipe) if log_every is None else int(log_every)
-        progress = _Progress(every, sched.epochs, ipe, info.world_size,
+        progress = Progress(every, sched.epochs, ipe, info.world_size,
                              _bar_safe_log if show_bar else lambda m: _log(info, m))  # fmt: skip
     _log(info, f"{model_name}: {train_len} train clips x repeat {sched.repeat}, "
                f"{ipe} iters/epoch, world size {info.world_size}, batch {cfg.batch_size}/process, "
@@ -929,7 +724,7 @@ def _train(
         save_checkpoint(final, out_ckpt)
         write_text_atomic(out_ckpt.with_suffix(".yaml"), dump_run_config(cfg))
         finished = {"fingerprint_hash": fingerprint_hash(fingerprint), "out": str(out_ckpt),
-                    "time": _utc_stamp()}  # fmt: skip
+                    "time": utc_stamp()}  # fmt: skip
         write_text_atomic(finished_path, json.dumps(finished, indent=2) + "\n")
         _log(info, f"wrote {out_ckpt} ({final['meta']['selected']} epoch "
                    f"{final['meta']['epoch']}, val top1 {final['meta']['val_top1']})")  # fmt: skip
@@ -951,7 +746,7 @@ def _train_epoch(
     batch_transform: BatchTransform | None,
     writer: Any,
     progress_desc: str | None,
-    progress: _Progress | None = None,
+    progress: Progress | None = None,
 ) -> tuple[int, torch.Tensor, float]:
     """One pass over ``loader``: per-iteration lr, forward (autocast), loss, backward, clipping,
     SGD step. Returns the new global iteration, this process's [loss sum, correct, seen] (float64)
@@ -1043,137 +838,6 @@ def _out_of_time(
         dist.broadcast(flag, src=0)
         stop = bool(flag.item())
     return stop
-
-
-# ----------------------------------------------------------------------------- failed runs
-_REPEAT_HINT = "(same inputs failed before; not retrying: fix the input or delete {path})"
-
-
-def input_fingerprint(files: dict[str, Any], values: dict[str, Any]) -> str:
-    """sha256 hex over the contents of ``files`` (name -> path or None; a missing file counts
-    as missing) and the JSON of ``values``: what a command reads before it builds a model."""
-    from rgbpose import __version__  # noqa: PLC0415
-
-    parts: dict[str, Any] = {"rgbpose": __version__, "values": values}
-    for name, path in sorted(files.items()):
-        parts[name] = None if path is None else _maybe_sha256(path)
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _maybe_sha256(path: str | os.PathLike) -> str | None:
-    return file_sha256(path) if Path(path).is_file() else None
-
-
-def _raised_in_training_loop(exc: BaseException) -> bool:
-    tb = exc.__traceback__
-    loop_codes = (_train_epoch.__code__, _validate.__code__)
-    while tb is not None:
-        if tb.tb_frame.f_code in loop_codes:
-            return True
-        tb = tb.tb_next
-    return False
-
-
-def data_error(exc: BaseException) -> BadSampleError | ValueError | None:
-    """``exc`` as a deterministic data error, or None: a ``BadSampleError`` (also one re-raised
-    by a DataLoader worker, which arrives as a ``RuntimeError``), or a ``ValueError`` raised
-    before the training loop (config, split, dataset building)."""
-    if isinstance(exc, BadSampleError):
-        return exc
-    if isinstance(exc, RuntimeError) and str(exc).startswith("Caught BadSampleError"):
-        marker = "BadSampleError: "
-        last = [ln for ln in str(exc).splitlines() if marker in ln][-1:]
-        if last:
-            # str(BadSampleError(path, problem)) == f"{path}: {problem}": any split restores it
-            path, _, problem = last[0].split(marker, 1)[1].partition(": ")
-            return BadSampleError(path, problem)
-    if isinstance(exc, ValueError) and not _raised_in_training_loop(exc):
-        return exc
-    return None
-
-
-class FailureGuard:
-    """Deterministic data errors are not retried (DESIGN.md section 8).
-
-    ``with FailureGuard(work_dir, input_hash):`` first looks at ``work_dir/failed.json``: when
-    it records the same ``input_hash`` (and the file its error named is unchanged) it raises
-    that error again at once, with :data:`_REPEAT_HINT` appended; when the inputs changed it
-    removes the file and lets the run go on.  A deterministic data error (:func:`data_error`)
-    leaving the block is recorded in ``failed.json`` and re-raised.
-    """
-
-    def __init__(
-        self, work_dir: str | os.PathLike, input_hash: str, hashed_files: Sequence[Any] = ()
-    ):
-        self.work_dir, self.input_hash = Path(work_dir), input_hash
-        self.path = self.work_dir / FAILED_JSON
-        self._hashed = {os.path.abspath(p) for p in hashed_files if p is not None}
-
-    def check(self) -> None:
-        """Raise the recorded error when the same inputs failed before."""
-        if not self.path.exists():
-            return
-        try:
-            rec = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            rec = {}
-        bad_file = rec.get("bad_file") if isinstance(rec, dict) else None
-        same = (
-            isinstance(rec, dict)
-            and rec.get("fingerprint_hash") == self.input_hash
-            and (not bad_file or _maybe_sha256(bad_file) == rec.get("bad_file_sha256"))
-        )
-        if not same:
-            _log(dist_info_from_env(), f"inputs changed since the failure recorded in "
-                                       f"{self.path}: removed it, running again")  # fmt: skip
-            self.path.unlink(missing_ok=True)
-            return
-        hint = _REPEAT_HINT.format(path=self.path)
-        if rec.get("type") == "BadSampleError" and rec.get("path") is not None:
-            raise BadSampleError(rec["path"], f"{rec.get('problem')} {hint}")
-        if rec.get("type") == "ValueError":
-            raise ValueError(f"{rec.get('error')} {hint}")
-        raise RuntimeError(f"{rec.get('error')} {hint}")
-
-    def record(self, err: BadSampleError | ValueError) -> None:
-        """Write ``failed.json`` for ``err`` (atomically)."""
-        rec: dict[str, Any] = {
-            "fingerprint_hash": self.input_hash,
-            "error": str(err),
-            "type": type(err).__name__ if isinstance(err, BadSampleError) else "ValueError",
-            "time": _utc_stamp(),
-        }
-        if isinstance(err, BadSampleError):
-            rec.update(path=err.path, problem=err.problem)
-            if os.path.abspath(err.path) not in self._hashed:  # e.g. a video: fixing it retries
-                rec.update(bad_file=err.path, bad_file_sha256=_maybe_sha256(err.path))
-        write_text_atomic(self.path, json.dumps(rec, indent=2) + "\n")
-
-    def __enter__(self) -> FailureGuard:
-        self.check()
-        return self
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        err = data_error(exc) if exc is not None else None
-        if err is not None:
-            self.record(err)
-            if err is not exc:
-                raise err from exc
-
-
-def failure_guard(args: argparse.Namespace) -> FailureGuard:
-    """The :class:`FailureGuard` of a ``rgbpose train`` command: its input hash covers the
-    run config and annotation files, the init checkpoint, every other argument that selects
-    data or the model, and the world size (not ``--work-dir``, ``--out``, ``--device``,
-    ``--time-budget``)."""
-    values = {
-        k: v for k, v in sorted(vars(args).items())
-        if k not in ("config", "ann", "init", "work_dir", "out", "device", "time_budget")
-    }  # fmt: skip
-    values["world_size"] = dist_info_from_env().world_size
-    files = {"config": args.config, "ann": args.ann, "init": args.init}
-    return FailureGuard(args.work_dir, input_fingerprint(files, values), list(files.values()))
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -438,7 +438,7 @@ def _fake_packages(monkeypatch: pytest.MonkeyPatch, calls: dict[str, Any]) -> No
 
     ds = types.ModuleType("rgbpose.data.datasets")
     ds.PipelineConfig, ds.build_dataset = PipelineConfig, build_dataset
-    ds.collate, ds.heatmaps_to_device = train_mod.default_collate, None
+    ds.collate, ds.batch_transform = train_mod.default_collate, lambda cfg: None
     models = types.ModuleType("rgbpose.models")
     models.build_model = build_model
     monkeypatch.setitem(sys.modules, "rgbpose.data.datasets", ds)

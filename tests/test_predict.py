@@ -164,3 +164,43 @@ def test_cli_without_recorded_classes_marks_nothing(tmp_path, fake_predict, caps
         f"rgbpose predict: error: {bad}: meta 'trained_labels' must be a list of labels in "
         "[0, 60)\n"
     )
+
+
+def test_predict_draws_on_device_heatmaps_like_test(tmp_path, monkeypatch):
+    """A checkpoint trained with ``heatmaps_on_device: true``: predict runs the same on-device
+    heatmap step as ``rgbpose test``, so both give the same probabilities for the same clip."""
+    from rgbpose.engine import evaluate
+    from rgbpose.io import dump_pickle, load_pickle
+
+    raw = (REPO / "config/models/demo_pose_only.yaml").read_text()
+    cfg_path = tmp_path / "pose.yaml"
+    cfg_path.write_text(raw.replace("  with_limb: false\n",
+                                    "  with_limb: false\n  heatmaps_on_device: true\n"))  # fmt: skip
+    cfg = load_run_config(cfg_path)
+    assert cfg.data["heatmaps_on_device"] is True
+    torch.manual_seed(0)
+    model = build_model(cfg.model.name, 60, **cfg.model.overrides)
+    ckpt = tmp_path / "best.pt"
+    meta = {"model_name": cfg.model.name, "num_classes": 60, "overrides": cfg.model.overrides,
+            "epoch": 1, "val_top1": None, "selected": "last", "config": cfg.to_dict()}  # fmt: skip
+    torch.save({"model": model.state_dict(), "meta": meta}, ckpt)
+
+    rng = np.random.default_rng(0)
+    pose = {"img_shape": (96, 160), "total_frames": 24, "layout": "coco17",
+            "keypoint": rng.uniform(20, 80, (1, 24, 17, 2)).astype(np.float32),
+            "keypoint_score": np.full((1, 24, 17), 0.9, np.float32)}  # fmt: skip
+    monkeypatch.setattr(predict_mod, "estimate_poses", lambda *a, **k: pose)
+    video = tmp_path / "S001C001P001R001A001.avi"  # a pose model never decodes it
+    video.write_bytes(b"")
+    heads = predict(video, ckpt, device="cpu")
+
+    ann = tmp_path / "ann.pkl"
+    dump_pickle({"split": {"xsub_val": [video.stem]},
+                 "annotations": [predict_mod.to_annotation(pose, video.stem)]}, ann)  # fmt: skip
+    out = tmp_path / "scores.pkl"
+    assert evaluate.cli(["--config", str(cfg_path), "--checkpoint", str(ckpt), "--ann", str(ann),
+                         "--split", "xsub_val", "--out", str(out), "--device", "cpu"]) == 0  # fmt: skip
+    tested = load_pickle(out)["probs"]
+    assert set(heads) == set(tested) == {"pose_only"}
+    np.testing.assert_allclose(heads["pose_only"], tested["pose_only"][0], rtol=0, atol=1e-6)
+    assert heads["pose_only"].sum() == pytest.approx(1.0, abs=1e-5)

@@ -73,7 +73,7 @@ def predict(
     device: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Class probabilities ``{head: [K]}`` for one video (heads as in ``rgbpose test``)."""
-    from .data.datasets import PipelineConfig, build_dataset, collate
+    from .data.datasets import PipelineConfig, batch_transform, build_dataset, collate
     from .engine.evaluate import model_from_checkpoint, predict_scores
 
     video = Path(video)
@@ -91,8 +91,9 @@ def predict(
         video_dir=video.parent,
     )  # fmt: skip
     scores = predict_scores(
-        model, dataset, head_name=cfg.model.name, device=device, collate_fn=collate
-    )
+        model, dataset, head_name=cfg.model.name, device=device, collate_fn=collate,
+        batch_transform=batch_transform(pcfg),  # the same on-device step as test and train
+    )  # fmt: skip
     return {head: p[0] for head, p in scores["probs"].items()}
 
 

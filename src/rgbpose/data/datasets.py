@@ -37,7 +37,7 @@ import json
 import logging
 import numbers
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -659,3 +659,19 @@ def heatmaps_to_device(
     hm = hm.unflatten(0, (b, -1))
     batch["heatmap_imgs"] = hm
     return batch
+
+
+def batch_transform(
+    cfg: PipelineConfig,
+) -> Callable[[dict[str, Any], torch.device], dict[str, Any]] | None:
+    """The transform ``rgbpose train``, ``test`` and ``predict`` all apply to a collated batch
+    before the forward pass: with ``heatmaps_on_device`` the heatmaps are drawn on the model's
+    device from the batch keypoints (``heatmaps_to_device``); otherwise there is none."""
+    if not cfg.heatmaps_on_device:
+        return None
+
+    def transform(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+        res = heatmaps_to_device(batch, cfg, device)
+        return res if isinstance(res, dict) else batch
+
+    return transform

@@ -427,9 +427,9 @@ def cli(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rgbpose.data.datasets import (  # noqa: PLC0415
         PipelineConfig,
+        batch_transform,
         build_dataset,
         collate,
-        heatmaps_to_device,
     )
     from rgbpose.engine.config import load_run_config, parse_set_args  # noqa: PLC0415
 
@@ -445,13 +445,6 @@ def cli(argv: list[str] | None = None) -> int:
     )
     views = num_clips * (2 if flip else 1)
     batch_size = args.batch_size or max(1, cfg.batch_size // views)
-    transform = None
-    if getattr(pcfg, "heatmaps_on_device", False):
-
-        def transform(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-            res = heatmaps_to_device(batch, pcfg, device)
-            return res if isinstance(res, dict) else batch
-
     scores = predict_scores(
         model,
         dataset,
@@ -462,7 +455,7 @@ def cli(argv: list[str] | None = None) -> int:
         precision=cfg.precision,
         channels_last=cfg.channels_last,
         collate_fn=collate,
-        batch_transform=transform,
+        batch_transform=batch_transform(pcfg),
     )
     dump_pickle(scores, args.out)
     result = scores_metrics(scores)

@@ -336,15 +336,9 @@ def _device_transform(cfg: RunConfig) -> BatchTransform | None:
     """Heatmaps built on the training device when ``data.heatmaps_on_device`` is set."""
     if not cfg.data.get("heatmaps_on_device"):
         return None
-    from rgbpose.data.datasets import PipelineConfig, heatmaps_to_device  # noqa: PLC0415
+    from rgbpose.data.datasets import PipelineConfig, batch_transform  # noqa: PLC0415
 
-    pcfg = PipelineConfig.from_dict(cfg.data)
-
-    def transform(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-        res = heatmaps_to_device(batch, pcfg, device)
-        return res if isinstance(res, dict) else batch
-
-    return transform
+    return batch_transform(PipelineConfig.from_dict(cfg.data))
 
 
 def _sync_buffers(model: nn.Module, info: DistInfo) -> None:

@@ -21,9 +21,9 @@ from rgbpose.io import (
     BadSampleError,
     NoSpaceError,
     atomic_path,
+    atomic_temp_destination,
     describe_error,
     dump_pickle,
-    is_atomic_temp_name,
     remove_stale_temps,
     write_text_atomic,
 )
@@ -422,12 +422,12 @@ def test_cli_reports_full_disk(tmp_path, capsys, monkeypatch):
 def test_atomic_path_temp_names_are_recognised(tmp_path):
     for name in ("best.pt", "Makefile", "S001C001P001R001A001.mp4", "a.b.tar.gz", "x.abcdefgh"):
         with atomic_path(tmp_path / name) as tmp:
-            assert is_atomic_temp_name(tmp.name), tmp.name
+            assert atomic_temp_destination(tmp.name) == name, tmp.name
             assert tmp.name.startswith(f".{name}.")
     for name in ("best.pt", ".best.pt", ".best.pt.abc123.pt", ".best.pt.ABCDEFGH.pt",
                  ".best.pt.abcdefgh.pkl", ".best.pt.abcdefgh", "..abcdefgh", ".best.pt.abcdefg.pt",
                  "best.pt.abcdefgh.pt"):  # fmt: skip
-        assert not is_atomic_temp_name(name), name
+        assert atomic_temp_destination(name) is None, name
 
 
 def _leftover(dst: Path) -> Path:

@@ -214,11 +214,6 @@ def atomic_temp_destination(name: str) -> str | None:
     return None
 
 
-def is_atomic_temp_name(name: str) -> bool:
-    """Whether ``name`` is an ``atomic_path`` temp file name (see atomic_temp_destination)."""
-    return atomic_temp_destination(name) is not None
-
-
 def remove_stale_temps(
     directory: str | os.PathLike,
     max_age_s: float = STALE_TEMP_AGE_S,
@@ -227,7 +222,7 @@ def remove_stale_temps(
     """Delete the temp files ``atomic_path`` left in ``directory`` (not recursive) when a process
     was killed mid-write; return the removed paths, sorted.
 
-    Only regular files (not links or folders) whose name matches ``is_atomic_temp_name`` and that
+    Only regular files (not links or folders) whose name ``atomic_temp_destination`` recognises and that
     were last modified more than ``max_age_s`` seconds ago are removed.  The default (one hour)
     is safe while other jobs may still write into ``directory``: a live writer keeps its temp
     file's modification time fresh and renames it within seconds of its last write.  A caller

@@ -41,7 +41,7 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from rgbpose.io import atomic_path
+from rgbpose.io import atomic_path, checkpoint_load_problem
 from rgbpose.models import build_model, model_spec
 from rgbpose.models.rgbpose import RGBPoseRecognizer
 
@@ -240,16 +240,15 @@ def _load_torch(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # torch's message is long; its "WeightsUnpickler error:" line names the refused object.
+        # torch's message is long; its "WeightsUnpickler error:" line says what broke.
         found = re.search(r"WeightsUnpickler error: ([^\n]*)", str(exc))
         detail = found.group(1).strip() if found else str(exc).strip()
         if "Unsupported global" not in detail:
             raise ValueError(f"{path}: not a readable torch checkpoint ({detail})") from exc
         raise ValueError(
-            f"{path}: not a plain-tensor checkpoint ({detail}); rgbpose never unpickles Python "
-            "objects. PYSKL/mmcv checkpoints often carry a 'meta' or optimizer entry with such "
-            "objects: save the file's 'state_dict' alone (tensors only) with a tool you trust, "
-            "and import that file."
+            f"{path}: {checkpoint_load_problem(exc)}. PYSKL/mmcv checkpoints often carry a "
+            "'meta' or optimizer entry with such objects: save the file's 'state_dict' alone "
+            "(tensors only) with a tool you trust, and import that file."
         ) from exc
     except (RuntimeError, EOFError) as exc:  # truncated / not a torch file
         raise ValueError(f"{path}: not a readable torch checkpoint ({exc})") from exc

@@ -71,15 +71,17 @@ def predict(
     onnx_model: str | None = None,
     num_clips: int | None = None,
     device: str | None = None,
+    ckpt: dict[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Class probabilities ``{head: [K]}`` for one video (heads as in ``rgbpose test``)."""
+    """Class probabilities ``{head: [K]}`` for one video (heads as in ``rgbpose test``);
+    ``ckpt``: the checkpoint file's content when the caller has already read it."""
     from .data.datasets import PipelineConfig, batch_transform, build_dataset, collate
     from .engine.evaluate import model_from_checkpoint, predict_scores
 
     video = Path(video)
     if not video.is_file():
         raise BadSampleError(video, "no such video file")
-    model, cfg = model_from_checkpoint(checkpoint)
+    model, cfg = model_from_checkpoint(checkpoint, ckpt=ckpt)
 
     clips = num_clips if num_clips is not None else cfg.test.num_clips
     data = dict(cfg.data, num_clips=clips, flip_test=cfg.test.flip, video_ext=video.suffix)
@@ -170,6 +172,7 @@ def cli(argv: list[str] | None = None) -> int:
     from .engine.evaluate import load_checkpoint
 
     try:
+        ckpt = load_checkpoint(args.checkpoint)  # read once: the model and its meta
         heads = predict(
             args.video,
             args.checkpoint,
@@ -177,10 +180,11 @@ def cli(argv: list[str] | None = None) -> int:
             onnx_model=args.onnx_model,
             num_clips=args.num_clips,
             device=args.device,
+            ckpt=ckpt,
         )
         # Two-stream models: report the 1:1 fusion of the heads, the way fusion.txt scores them.
         probs = np.mean(list(heads.values()), axis=0)
-        meta = load_checkpoint(args.checkpoint).get("meta") or {}
+        meta = ckpt.get("meta") or {}
         src = str(args.checkpoint)
         header = describe_checkpoint(meta, len(probs), src)
         trained = trained_labels(meta, len(probs), src)

@@ -355,18 +355,23 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def model_from_checkpoint(
-    path: str | os.PathLike, cfg: Any = None, cfg_src: str = "the run config"
+    path: str | os.PathLike,
+    cfg: Any = None,
+    cfg_src: str = "the run config",
+    ckpt: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, Any]:
     """Rebuild the model a ``rgbpose train`` checkpoint holds and load its weights strictly.
 
     The architecture comes from the checkpoint's meta (name, classes, overrides), falling back
     to ``cfg`` (a ``RunConfig``).  Without ``cfg`` the run config stored in the meta is used.
     Returns ``(model, cfg)``; a checkpoint of another model than ``cfg`` configures is refused.
+    ``ckpt``: the checkpoint ``load_checkpoint(path)`` already read (``path`` then only names it).
     """
     from rgbpose.engine.config import run_config_from_dict  # noqa: PLC0415
     from rgbpose.models import build_model  # noqa: PLC0415
 
-    ckpt = load_checkpoint(path)
+    if ckpt is None:
+        ckpt = load_checkpoint(path)
     meta = ckpt.get("meta") or {}
     if cfg is None:
         if "config" not in meta:

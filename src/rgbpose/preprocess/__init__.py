@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterable
 from typing import TextIO, TypeVar
 
+from rgbpose.io import BadSampleError, SkipLog
+
 T = TypeVar("T")
 
 #: Outcomes ``StageProgress.update`` counts, in the order the summary lists them.
@@ -66,6 +68,12 @@ class StageProgress:
             return
         line = f"{self.stage} {self.done}/{self.total} {name} {status} ({format_seconds(seconds)})"
         print(line, file=self.stream, flush=True)
+
+    def bad_sample(self, skip: SkipLog, name: str, exc: BadSampleError, seconds: float) -> None:
+        """Report a bad sample (``failed`` under ``fail``, else ``skipped``), then hand it to
+        ``skip``, which re-raises it under ``fail`` or records it under ``skip``."""
+        self.update(name, "failed" if skip.policy == "fail" else "skipped", seconds)
+        skip.handle(name, exc)
 
     def summary(self) -> str:
         parts = [f"{self.counts['ok']} ok", f"{self.counts['skipped']} skipped"]

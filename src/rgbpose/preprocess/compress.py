@@ -176,8 +176,7 @@ def run_samples(
             for p, res, seconds in results:
                 name = name_of(p)
                 if isinstance(res, BadSampleError):
-                    prog.update(name, "failed" if skip.policy == "fail" else "skipped", seconds)
-                    skip.handle(name, res)
+                    prog.bad_sample(skip, name, res, seconds)
                 else:
                     prog.update(name, "ok", seconds)
                     done.append((p, res))

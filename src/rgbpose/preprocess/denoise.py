@@ -417,9 +417,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
                 try:
                     out.append(denoise_pose(pose, kcfg, tcfg, src))
                 except BadSampleError as exc:
-                    failed = "failed" if skip.policy == "fail" else "skipped"
-                    progress.update(name, failed, time.monotonic() - start)
-                    skip.handle(name, exc)
+                    progress.bad_sample(skip, name, exc, time.monotonic() - start)
                 else:
                     progress.update(name, "ok", time.monotonic() - start)
     except BadSampleError as exc:

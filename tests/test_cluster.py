@@ -121,3 +121,22 @@ def test_cancelled_by_user_state_reaches_the_executor_as_cancelled(monkeypatch):
     assert asyncio.run(plugin.query_job_status("fails", None)) == (None, 0.5)
     # the executor still calls it by this module-level name
     assert "await query_job_status(" in open(plugin.__file__).read()
+
+
+def test_check_accounts_queries_sacctmgr_once_per_check(tools, tmp_path):
+    from rgbpose.cluster import check_accounts
+
+    calls = tmp_path / "calls"
+    fake_tool(tools, "sacctmgr", f'echo "$@" >> "{calls}"; printf "rgbpose\\nroot\\n"')
+    check_accounts(set())  # nothing configured: no query at all
+    assert not calls.exists()
+    check_accounts({"rgbpose"})
+    with pytest.raises(SlurmSetupError) as err:
+        check_accounts({"rgbpose", "nosuch"})
+    assert "SLURM account 'nosuch' is not an account of user" in str(err.value)
+    assert "(sacctmgr lists: rgbpose, root)" in str(err.value)
+    assert len(calls.read_text().splitlines()) == 2
+    fake_tool(tools, "sacctmgr", 'echo "accounting storage is disabled" >&2; exit 1')
+    with pytest.raises(SlurmSetupError, match=r"cannot check SLURM account 'my_account': .*"
+                       r"accounting storage is disabled.*slurm-no-account: true"):  # fmt: skip
+        check_accounts({"my_account"})

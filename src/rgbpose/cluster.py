@@ -51,20 +51,26 @@ def status_query(command: str) -> list[str]:
     raise ValueError(f"unknown SLURM status command {command!r} (expected sacct or squeue)")
 
 
-def query_problem(argv: Sequence[str], timeout: float = QUERY_TIMEOUT_S) -> str | None:
-    """Run ``argv``; None when it succeeds, else one line saying how it failed."""
+def run_query(argv: Sequence[str], timeout: float = QUERY_TIMEOUT_S) -> tuple[str | None, str]:
+    """Run ``argv`` once: ``(None, stdout)`` when it succeeds, else ``(problem, "")`` with one
+    line saying how it failed (not found, no answer within ``timeout``, an exit code)."""
     try:
         proc = subprocess.run(
             list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
         )
     except FileNotFoundError:
-        return f"{argv[0]} not found on PATH"
+        return f"{argv[0]} not found on PATH", ""
     except subprocess.TimeoutExpired:
-        return f"`{' '.join(argv)}` did not answer within {timeout:g} s"
+        return f"`{' '.join(argv)}` did not answer within {timeout:g} s", ""
     if proc.returncode != 0:
         err = " ".join((proc.stderr or proc.stdout).split()) or "no message"
-        return f"`{' '.join(argv)}` failed (exit {proc.returncode}): {err}"
-    return None
+        return f"`{' '.join(argv)}` failed (exit {proc.returncode}): {err}", ""
+    return None, proc.stdout
+
+
+def query_problem(argv: Sequence[str], timeout: float = QUERY_TIMEOUT_S) -> str | None:
+    """Run ``argv``; None when it succeeds, else one line saying how it failed."""
+    return run_query(argv, timeout)[0]
 
 
 def min_job_age_s(timeout: float = QUERY_TIMEOUT_S) -> int | None:
@@ -190,7 +196,7 @@ def check_accounts(accounts: set[str], *, timeout: float = QUERY_TIMEOUT_S) -> N
     user = getpass.getuser()
     argv = ["sacctmgr", "--noheader", "--parsable2", "list", "association", f"user={user}",
             "format=account"]  # fmt: skip
-    problem = query_problem(argv, timeout)
+    problem, out = run_query(argv, timeout)
     names = ", ".join(repr(a) for a in sorted(accounts))
     if problem is not None:
         raise SlurmSetupError(
@@ -198,7 +204,6 @@ def check_accounts(accounts: set[str], *, timeout: float = QUERY_TIMEOUT_S) -> N
             "accounting there are no accounts: set `slurm-no-account: true` in the profile and "
             "remove slurm_account."
         )
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout).stdout
     known = {line.strip() for line in out.splitlines() if line.strip()}
     unknown = sorted(accounts - known)
     if unknown:

@@ -113,6 +113,12 @@ def is_synthetic(dataset):
     return "synthetic" in dataset_cfg(dataset)
 
 
+def scanned_skeleton_dir(dataset):
+    """The skeleton directory a raw scan checks: only Kinect datasets read skeleton files."""
+    cfg = dataset_cfg(dataset)
+    return cfg["raw_skeleton_dir"] if cfg["pose_backend"] == "kinect" else None
+
+
 @cache
 def raw_scan(dataset):
     """The raw-directory scan of a real dataset (``rgbpose.preprocess.scan``), once per run.
@@ -125,7 +131,7 @@ def raw_scan(dataset):
     from rgbpose.preprocess.scan import scan_raw
 
     cfg = dataset_cfg(dataset)
-    skeletons = cfg["raw_skeleton_dir"] if cfg["pose_backend"] == "kinect" else None
+    skeletons = scanned_skeleton_dir(dataset)
     try:
         scan = scan_raw(cfg["raw_video_dir"], skeletons, ntu.missing_skeletons())
     except BadSampleError as exc:
@@ -203,11 +209,9 @@ def raw_dir(key):
 
 
 def scan_skeleton_option(wildcards):
-    """``--skeleton-dir DIR`` when the dataset's poses come from Kinect skeleton files."""
-    cfg = dataset_cfg(wildcards.dataset)
-    if cfg["pose_backend"] != "kinect":
-        return []
-    return ["--skeleton-dir", cfg["raw_skeleton_dir"]]
+    """``--skeleton-dir DIR`` for the scan_raw rule: the directory planning scanned too."""
+    skeletons = scanned_skeleton_dir(wildcards.dataset)
+    return [] if skeletons is None else ["--skeleton-dir", skeletons]
 
 
 def pose_inputs_of_shard(wildcards):

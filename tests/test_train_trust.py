@@ -33,12 +33,7 @@ NAMES = [f"S001C001P{p:03d}R001A{a:03d}" for p, a in [(1, 1), (1, 2), (2, 3), (2
 HINT = "(same inputs failed before; not retrying: fix the input or delete {})"
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_ann(seed: int = 0) -> dict[str, Any]:

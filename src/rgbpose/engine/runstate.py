@@ -256,8 +256,8 @@ class FailureGuard:
             and (not bad_file or _maybe_sha256(bad_file) == rec.get("bad_file_sha256"))
         )
         if not same:
-            _log_main(f"inputs changed since the failure recorded in "
-                                       f"{self.path}: removed it, running again")  # fmt: skip
+            _log_main(f"inputs changed since the failure recorded in {self.path}: removed it, "
+                      "running again")  # fmt: skip
             self.path.unlink(missing_ok=True)
             return
         hint = _REPEAT_HINT.format(path=self.path)

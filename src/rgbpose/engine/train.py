@@ -35,8 +35,8 @@ Decisions:
   ends with bitwise the same weights as an uninterrupted run (on CPU; CUDA kernels may add
   their own nondeterminism).
 * Resume state is reused only when everything that defines the run is unchanged. ``last.pt``
-  stores a fingerprint (``rgbpose.engine.runstate``): the config (minus ``num_workers`` and ``time_budget_s``), the
-  training and validation sets' sizes and content hashes (``dataset.content_hash()``: sha256
+  stores a fingerprint (``rgbpose.engine.runstate``): the config (minus ``num_workers`` and
+  ``time_budget_s``), the training and validation sets' sizes and content hashes (``dataset.content_hash()``: sha256
   of every sample's name, label, keypoints, scores, total_frames, frame_inds...; datasets
   without that method count by size only; video bytes are not hashed), the sha256 of the
   ``init`` checkpoint's bytes, the model spec (name, num_classes, overrides, hash of the
@@ -52,14 +52,14 @@ Decisions:
 * Deterministic data errors are not retried (the Snakemake rules have ``retries``). ``cli``
   runs inside ``runstate.FailureGuard``: a ``BadSampleError`` (also from a DataLoader worker or
   mid-epoch) or a ``ValueError`` raised before the training loop is written to
-  ``failed.json`` with the hash of the command's inputs (``runstate.failure_guard``: run config and
-  annotation file contents, init checkpoint, split and the other data/model arguments, world
+  ``failed.json`` with the hash of the command's inputs (``runstate.failure_guard``: run config
+  and annotation file contents, init checkpoint, split and the other data/model arguments, world
   size) and re-raised. The same command with the same inputs then fails within a second,
   before loading data or building a model, with the same message plus ``(same inputs failed
   before; not retrying: fix the input or delete <work>/failed.json)``. Changed inputs (or a
   changed file that the error named, e.g. a video) remove ``failed.json`` and run again.
-* Progress (``rgbpose.engine.progress``): rank 0 prints ``[rgbpose train] epoch 2/4 iter 30/120 loss 1.2345 lr 0.01 8.3
-  clips/s data 0.012 s/iter eta 0:03:12`` every ``log_every`` iterations (default 10% of an
+* Progress (``rgbpose.engine.progress``): rank 0 prints ``[rgbpose train] epoch 2/4 iter
+  30/120 loss 1.2345 lr 0.01 8.3 clips/s data 0.012 s/iter eta 0:03:12`` every ``log_every`` iterations (default 10% of an
   epoch): mean loss, clips/s (all processes) and loader wait since the previous line, ETA of
   the whole remaining run at the mean iteration time. A tqdm bar is added when stderr is a TTY.
 * Time budget: after each epoch, if the elapsed time plus the mean epoch time would exceed the

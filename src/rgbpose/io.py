@@ -222,13 +222,13 @@ def remove_stale_temps(
     """Delete the temp files ``atomic_path`` left in ``directory`` (not recursive) when a process
     was killed mid-write; return the removed paths, sorted.
 
-    Only regular files (not links or folders) whose name ``atomic_temp_destination`` recognises and that
-    were last modified more than ``max_age_s`` seconds ago are removed.  The default (one hour)
-    is safe while other jobs may still write into ``directory``: a live writer keeps its temp
-    file's modification time fresh and renames it within seconds of its last write.  A caller
-    that knows no other process writes there (e.g. the one Snakemake job that owns the folder)
-    passes ``max_age_s=0`` to remove every leftover.  (Temps made with a custom ``suffix`` that
-    differs from the destination's are not recognised, so they are never removed.)
+    Only regular files (not links or folders) whose name ``atomic_temp_destination`` recognises and
+    that were last modified more than ``max_age_s`` seconds ago are removed.  The default (one hour)
+    is safe while other jobs may still write into ``directory``: a live writer keeps its temp file's
+    modification time fresh and renames it within seconds of its last write.  A caller that knows no
+    other process writes there (e.g. the one Snakemake job that owns the folder) passes
+    ``max_age_s=0`` to remove every leftover.  (Temps made with a custom ``suffix`` that differs
+    from the destination's are not recognised, so they are never removed.)
     ``destinations``: only temps of these destination file names (e.g. one shard's videos, while
     other shards write into the same folder).
     """

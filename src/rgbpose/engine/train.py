@@ -34,17 +34,17 @@ Decisions:
   function of (seed, epoch) alone: a run killed anywhere and rerun with the same ``work_dir``
   ends with bitwise the same weights as an uninterrupted run (on CPU; CUDA kernels may add
   their own nondeterminism).
-* Resume state is reused only when everything that defines the run is unchanged. ``last.pt``
-  stores a fingerprint (``rgbpose.engine.runstate``): the config (minus ``num_workers`` and
-  ``time_budget_s``), the training and validation sets' sizes and content hashes (``dataset.content_hash()``: sha256
-  of every sample's name, label, keypoints, scores, total_frames, frame_inds...; datasets
-  without that method count by size only; video bytes are not hashed), the sha256 of the
-  ``init`` checkpoint's bytes, the model spec (name, num_classes, overrides, hash of the
-  state-dict keys and shapes) and the world size. On any difference training starts fresh,
-  the old state goes to ``stale-<time>/`` and the log says what differs, e.g.
-  ``work/last.pt does not match this run (annotations changed; config changed: optim.lr):
-  starting fresh, old state kept in work/stale-20250101T120000``. A ``last.pt`` of an older
-  version (no full fingerprint) is not resumed either.
+* Resume state is reused only when everything that defines the run is unchanged. ``last.pt`` stores
+  a fingerprint (``rgbpose.engine.runstate``): the config (minus ``num_workers`` and
+  ``time_budget_s``), the training and validation sets' sizes and content hashes
+  (``dataset.content_hash()``: sha256 of every sample's name, label, keypoints, scores,
+  total_frames, frame_inds...; datasets without that method count by size only; video bytes are not
+  hashed), the sha256 of the ``init`` checkpoint's bytes, the model spec (name, num_classes,
+  overrides, hash of the state-dict keys and shapes) and the world size. On any difference training
+  starts fresh, the old state goes to ``stale-<time>/`` and the log says what differs, e.g.
+  ``work/last.pt does not match this run (annotations changed; config changed: optim.lr): starting
+  fresh, old state kept in work/stale-20250101T120000``. A ``last.pt`` of an older version (no full
+  fingerprint) is not resumed either.
 * Forced rerun: ``finished.json`` present but ``out_ckpt`` gone means the output was deleted
   on purpose (``snakemake --forcerun``), so the run starts fresh (``previous run finished and
   its output <out> is gone (forced rerun): starting fresh, old state kept in ...``) instead of
@@ -58,10 +58,10 @@ Decisions:
   before loading data or building a model, with the same message plus ``(same inputs failed
   before; not retrying: fix the input or delete <work>/failed.json)``. Changed inputs (or a
   changed file that the error named, e.g. a video) remove ``failed.json`` and run again.
-* Progress (``rgbpose.engine.progress``): rank 0 prints ``[rgbpose train] epoch 2/4 iter
-  30/120 loss 1.2345 lr 0.01 8.3 clips/s data 0.012 s/iter eta 0:03:12`` every ``log_every`` iterations (default 10% of an
-  epoch): mean loss, clips/s (all processes) and loader wait since the previous line, ETA of
-  the whole remaining run at the mean iteration time. A tqdm bar is added when stderr is a TTY.
+* Progress (``rgbpose.engine.progress``): rank 0 prints ``[rgbpose train] epoch 2/4 iter 30/120 loss
+  1.2345 lr 0.01 8.3 clips/s data 0.012 s/iter eta 0:03:12`` every ``log_every`` iterations (default
+  10% of an epoch): mean loss, clips/s (all processes) and loader wait since the previous line, ETA
+  of the whole remaining run at the mean iteration time. A tqdm bar is added when stderr is a TTY.
 * Time budget: after each epoch, if the elapsed time plus the mean epoch time would exceed the
   budget, the run stops (``last.pt`` is already saved) and the CLI exits with
   ``EXIT_TIME_BUDGET`` (3); rerunning resumes. Each invocation runs at least one epoch.

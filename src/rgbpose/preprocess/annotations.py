@@ -27,13 +27,13 @@ merged skip TSV with stage ``build_annotations``):
 * with ``--video-manifests`` (the compress stage's ``name frames width height fps`` TSVs), a pose
   sequence that does not fit its video.  Kinect skeletons and RGB are recorded together (and
   compress keeps every frame), so their frame counts agree up to a few frames; a larger difference
-  *in either direction* means the pair does not belong together.  Without ``frame_inds``: ``|total_frames - video
-  frames| <= tolerance``; with ``frame_inds`` (pose frame t is video frame ``frame_inds[t]``; the
-  denoiser trimmed empty frames, so the pose may legitimately cover less of the video) only the
-  upper bound: ``max(frame_inds) < video frames + tolerance``, which is exactly what
-  ``rgbpose.data.video.read_frames`` accepts.  The tolerance is that module's
-  ``DEFAULT_TOLERANCE`` (5).  A sample without a manifest row (compress skipped its video, which
-  its skip TSV already lists) is not checked.
+  *in either direction* means the pair does not belong together.  Without ``frame_inds``:
+  ``|total_frames - video frames| <= tolerance``; with ``frame_inds`` (pose frame t is video frame
+  ``frame_inds[t]``; the denoiser trimmed empty frames, so the pose may legitimately cover less of
+  the video) only the upper bound: ``max(frame_inds) < video frames + tolerance``, which is exactly
+  what ``rgbpose.data.video.read_frames`` accepts.  The tolerance is that module's
+  ``DEFAULT_TOLERANCE`` (5).  A sample without a manifest row (compress skipped its video, which its
+  skip TSV already lists) is not checked.
 
 A benchmark whose ``_train`` split ends up empty is an error (nothing to train); an empty ``_val``
 split is a warning on stderr.

@@ -63,6 +63,15 @@ def to_annotation(pose: dict[str, Any], name: str) -> dict[str, Any]:
     }
 
 
+def require_video(video: str | Path) -> Path:
+    """``video`` as a path; ``BadSampleError`` when there is no such file (checked first, before
+    the checkpoint is read)."""
+    video = Path(video)
+    if not video.is_file():
+        raise BadSampleError(video, "no such video file")
+    return video
+
+
 def predict(
     video: str | Path,
     checkpoint: str | Path,
@@ -78,9 +87,7 @@ def predict(
     from .data.datasets import PipelineConfig, batch_transform, build_dataset, collate
     from .engine.evaluate import model_from_checkpoint, predict_scores
 
-    video = Path(video)
-    if not video.is_file():
-        raise BadSampleError(video, "no such video file")
+    video = require_video(video)
     model, cfg = model_from_checkpoint(checkpoint, ckpt=ckpt)
 
     clips = num_clips if num_clips is not None else cfg.test.num_clips
@@ -172,6 +179,7 @@ def cli(argv: list[str] | None = None) -> int:
     from .engine.evaluate import load_checkpoint
 
     try:
+        require_video(args.video)
         ckpt = load_checkpoint(args.checkpoint)  # read once: the model and its meta
         heads = predict(
             args.video,

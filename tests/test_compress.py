@@ -10,12 +10,8 @@ import imageio_ffmpeg
 import pytest
 
 from rgbpose.io import BadSampleError, read_skip_tsv
-from rgbpose.preprocess.compress import (
-    cli,
-    collect_inputs,
-    compress_video,
-    scaled_size,
-)
+from rgbpose.preprocess.compress import cli, compress_video, scaled_size
+from rgbpose.preprocess.stage import collect_inputs
 
 NAME_A = "S001C001P001R001A001"
 NAME_B = "S001C002P002R001A002"
@@ -82,9 +78,9 @@ def bad_dir(raw, tmp_path) -> Path:
 @pytest.mark.parametrize(
     "stem, problem",
     [
-        (f"{NAME_B}_rgb", "empty file"),
+        (f"{NAME_B}_rgb", "video file is empty"),
         ("S003C001P001R001A001_rgb", ""),
-        ("S004C001P001R001A001_rgb", "not a decodable video"),
+        ("S004C001P001R001A001_rgb", "unreadable or corrupt video"),
     ],
 )
 def test_bad_inputs_raise_naming_file(bad_dir, tmp_path, stem, problem):
@@ -132,7 +128,7 @@ def test_cli_fail_policy_names_file(bad_dir, tmp_path, capsys):
     rc = cli([str(bad_dir / f"{NAME_B}_rgb.avi"), "--out-dir", str(tmp_path / "v"),
               "--manifest", str(tmp_path / "m.tsv")])  # fmt: skip
     assert rc == 1
-    assert f"{NAME_B}_rgb.avi: empty file" in capsys.readouterr().err
+    assert f"{NAME_B}_rgb.avi: video file is empty" in capsys.readouterr().err
     assert not (tmp_path / "m.tsv").exists()
 
 

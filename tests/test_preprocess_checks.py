@@ -14,19 +14,19 @@ from test_annotations import coco_pose, kinect_pose
 from test_compress import make_video
 from test_poses import SKELETON_TEXT
 
-from rgbpose.data.video import DEFAULT_TOLERANCE
+from rgbpose.data.video import DEFAULT_TOLERANCE, VideoInfo
 from rgbpose.io import BadSampleError, atomic_path, dump_pickle, load_pickle, read_skip_tsv
-from rgbpose.preprocess import StageProgress, format_seconds
 from rgbpose.preprocess.annotations import (
     check_video_fit,
     cli,
     has_valid_joints,
     read_video_manifests,
 )
-from rgbpose.preprocess.compress import VideoInfo, remove_stale_shard_temps, write_manifest
 from rgbpose.preprocess.compress import cli as compress_cli
+from rgbpose.preprocess.compress import remove_stale_shard_temps, write_manifest
 from rgbpose.preprocess.denoise import cli as denoise_cli
 from rgbpose.preprocess.poses import cli as poses_cli
+from rgbpose.preprocess.stage import StageProgress, format_seconds
 
 A = "S001C001P001R001A001"  # xsub train (P1)
 B = "S001C002P002R001A002"  # xsub train (P2)

@@ -10,7 +10,9 @@ from PIL import Image
 
 from rgbpose import synthetic as syn
 from rgbpose.ntu import class_names, parse_name
+from rgbpose.report import cli_contact_sheet
 from rgbpose.skeleton_file import format_skeleton, read_skeleton
+from rgbpose.synthetic.skeleton import noise_plan
 
 # 2 performers x 2 cameras x 1 replication x 3 actions = 12 samples, tiny frames
 TINY = syn.SynthConfig(
@@ -167,7 +169,7 @@ def test_actors_and_noise_bodies(tiny_renders):
     kinds = [v[0]["kind"] for v in noisy.values()]
     assert kinds.count("short") == 3 and kinds.count("wide") == 3
     # same share rule on the default config: floor(0.3 * 360 + .5) = 108
-    assert len(syn._noise_plan(syn.SynthConfig())) == 108
+    assert len(noise_plan(syn.SynthConfig())) == 108
     for name in names:
         _, seq, meta = tiny_renders[name]
         spans = _spans(seq)
@@ -284,7 +286,7 @@ def test_clis_and_contact_sheet(tmp_path):
 
     png = tmp_path / "sheet.png"
     video = out / "S001C001P001R001A002_rgb.avi"
-    assert syn.cli_contact_sheet([str(video), str(video), "-o", str(png), "--frames", "3"]) == 0
+    assert cli_contact_sheet([str(video), str(video), "-o", str(png), "--frames", "3"]) == 0
     sheet = np.asarray(Image.open(png))
     # 2 rows of (180 px thumbnails + 2 px gap); label panel 260 px + 3 thumbnails of 320 px
     assert sheet.shape == (2 * (180 + 2), 260 + 3 * 320, 3)

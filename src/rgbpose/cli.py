@@ -34,7 +34,7 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (BadSampleError, OSError, Val
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "synthesize": ("rgbpose.synthetic", "write the embedded synthetic NTU-like dataset"),
-    "contact-sheet": ("rgbpose.synthetic", "save a PNG of frames from a few videos"),
+    "contact-sheet": ("rgbpose.report", "save a PNG of frames from a few videos"),
     "scan-raw": ("rgbpose.preprocess.scan", "list raw files that are not usable samples"),
     "compress": ("rgbpose.preprocess.compress", "re-encode raw videos to 540p H.264"),
     "extract-poses": ("rgbpose.preprocess.poses", "extract poses (kinect | mediapipe | onnx)"),

@@ -1,6 +1,6 @@
 """Denoise raw poses and pick the actors: NTU Kinect rules, or tracking for 2D estimators.
 
-DESIGN.md section 3.3.  Input and output are pose dicts (see ``poses.py``); the output has at
+DESIGN.md section 3.3.  Input and output are pose dicts (``posedict.py``); the output has at
 most ``max_persons`` (2) actor slots and no ``body_ids``.
 
 Kinect (layout ``ntu25`` with ``keypoint3d``), the rules SGN / InfoGCN / PYSKL agree on, applied
@@ -46,7 +46,6 @@ pose frame t stays video frame t.
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,9 +56,8 @@ import numpy as np
 from rgbpose.io import BadSampleError, SkipLog, dump_pickle, load_pickle
 from rgbpose.ntu import parse_name
 
-from . import StageProgress
-from .annotations import check_pose_arrays
-from .compress import add_bad_sample_args, finish_skips
+from .posedict import check_pose_arrays
+from .stage import add_bad_sample_args, finish_skips, run_samples
 
 EmptyFrames = Literal["trim", "drop"]
 
@@ -408,20 +406,18 @@ def cli(argv: Sequence[str] | None = None) -> int:
             raise BadSampleError(src, f"expected a list of pose dicts, got {type(poses).__name__}")
     except (OSError, BadSampleError) as exc:
         return report_error(prog, exc)
-    out = []
+
+    def work(pose: Any) -> dict[str, Any]:
+        return denoise_pose(pose, kcfg, tcfg, src)
+
+    def name_of(pose: Any) -> str:
+        return str(pose.get("frame_dir", "?")) if isinstance(pose, dict) else "?"
+
     try:
-        with StageProgress("denoise", len(poses)) as progress:
-            for pose in poses:
-                name = str(pose.get("frame_dir", "?")) if isinstance(pose, dict) else "?"
-                start = time.monotonic()
-                try:
-                    out.append(denoise_pose(pose, kcfg, tcfg, src))
-                except BadSampleError as exc:
-                    progress.bad_sample(skip, name, exc, time.monotonic() - start)
-                else:
-                    progress.update(name, "ok", time.monotonic() - start)
+        done = run_samples(work, poses, skip, name_of, desc="denoise")
     except BadSampleError as exc:
         return report_error(prog, exc)
+    out = [res for _, res in done]
     dump_pickle(out, args.output)
     finish_skips(skip, args.skipped)
     two = sum(d["keypoint"].shape[0] == 2 for d in out)

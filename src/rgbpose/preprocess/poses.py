@@ -1,20 +1,9 @@
 """Per-video pose extraction: Kinect ``.skeleton`` files, mediapipe, or a user ONNX model.
 
-DESIGN.md section 3.2.  Every backend returns one *pose dict* per video (the contract's format)::
-
-    frame_dir       sample name
-    layout          'ntu25' (kinect) | 'coco17' (estimators)
-    img_shape       (h, w) the pixel coordinates refer to; original_shape the same
-    total_frames    T
-    keypoint        float32 [M, T, V, 2] pixels
-    keypoint_score  float32 [M, T, V]
-    present         bool [M, T]: body / detection m exists in frame t
-    keypoint3d      float32 [M, T, V, 3] metres           (kinect only)
-    body_ids        list[str], length M                    (kinect only)
-
-Absent entries are zeros with score 0.  Nothing here tracks or denoises (that is
-``denoise.py``): kinect gives one slot per bodyID, estimators give slot j of frame t = the j-th
-detection of frame t by score.
+DESIGN.md section 3.2.  Every backend returns one *pose dict* per video (the contract's format,
+``posedict.py``): layout ``ntu25`` with ``keypoint3d`` and ``body_ids`` for kinect, ``coco17``
+for the estimators.  Nothing here tracks or denoises (that is ``denoise.py``): kinect gives one
+slot per bodyID, estimators give slot j of frame t = the j-th detection of frame t by score.
 
 ONNX model format (``--backend onnx``; a YOLO-pose style export, weights supplied by the user and
 never downloaded):
@@ -46,15 +35,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from rgbpose.data.video import open_video
 from rgbpose.io import BadSampleError, SkipLog, dump_pickle
 from rgbpose.skeleton_file import NUM_JOINTS, read_skeleton
 
-from .compress import (
+from .posedict import make_pose_dict
+from .stage import (
     add_bad_sample_args,
     add_names_file_arg,
     collect_inputs,
     finish_skips,
-    open_video,
     raw_stem,
     run_samples,
     sample_name_from_path,
@@ -71,29 +61,6 @@ DEFAULT_ONNX_SIZE = 640
 LETTERBOX_PAD = 114
 
 SUFFIX = {"kinect": ".skeleton", "mediapipe": ".mp4", "onnx": ".mp4"}
-
-
-def make_pose_dict(
-    frame_dir: str,
-    layout: str,
-    img_shape: tuple[int, int],
-    keypoint: np.ndarray,
-    keypoint_score: np.ndarray,
-    present: np.ndarray,
-    **extra: Any,
-) -> dict[str, Any]:
-    """Assemble a pose dict with the contract's key names and dtypes."""
-    return {
-        "frame_dir": frame_dir,
-        "layout": layout,
-        "img_shape": (int(img_shape[0]), int(img_shape[1])),
-        "original_shape": (int(img_shape[0]), int(img_shape[1])),
-        "total_frames": int(keypoint.shape[1]),
-        "keypoint": np.ascontiguousarray(keypoint, dtype=np.float32),
-        "keypoint_score": np.ascontiguousarray(keypoint_score, dtype=np.float32),
-        "present": np.ascontiguousarray(present, dtype=bool),
-        **extra,
-    }
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ from pathlib import Path
 from rgbpose.io import BadSampleError, SkipLog
 from rgbpose.ntu import is_valid_name
 
+from .stage import add_on_bad_sample_arg
+
 VIDEO_SUFFIX = "_rgb.avi"
 SKELETON_SUFFIX = ".skeleton"
 STAGE = "scan_raw"
@@ -105,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-dir", required=True, help="directory of <name>_rgb.avi")
     p.add_argument("--skeleton-dir", default=None, help="directory of <name>.skeleton")
     p.add_argument("--out", required=True, type=Path, help="skip TSV (sample stage file reason)")
-    p.add_argument("--on-bad-sample", choices=("fail", "skip"), default="fail")
+    add_on_bad_sample_arg(p)
     p.add_argument(
         "--no-exclude-missing", action="store_true",
         help="keep the NTU missing-skeleton samples (synthetic data has none)",

@@ -1,4 +1,4 @@
-# rgbpose: raw videos -> poses -> annotations -> RGB / pose / RGBPoseConv3D models -> fused scores.
+# rgbpose: raw videos -> poses -> annotations -> the dataset's streams (models) -> fused scores.
 # The default target builds results/<dataset>_<benchmark>/fusion.txt for every dataset in
 # config["run"] (the embedded synthetic demo unless configured otherwise).
 from snakemake.utils import min_version
@@ -10,6 +10,7 @@ configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/streams.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/cluster.smk"

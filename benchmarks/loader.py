@@ -28,7 +28,8 @@ import imageio_ffmpeg
 import numpy as np
 import torch
 
-from rgbpose.data.datasets import PipelineConfig, build_dataset
+from rgbpose.data.config import PipelineConfig
+from rgbpose.data.datasets import build_dataset
 from rgbpose.data.sampling import uniform_sample
 from rgbpose.data.video import read_frames
 from rgbpose.io import write_text_atomic

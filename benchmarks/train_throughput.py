@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from rgbpose.engine.evaluate import autocast
+from rgbpose.engine.runtime import autocast
 from rgbpose.models import build_model
 
 # Input shapes per clip (DESIGN.md 3.7/3.8): pose heatmaps [17, T, 56, 56], RGB [3, 8, 224, 224]

@@ -285,7 +285,7 @@ class _RunsCode:
 
 @pytest.mark.parametrize("kind", ["custom_class", "os_system"])
 def test_refused_checkpoint_never_suggests_disabling_the_check(tmp_path, capsys, kind):
-    from rgbpose.engine.evaluate import read_checkpoint_file
+    from rgbpose.engine.checkpoint import read_checkpoint_file
 
     marker = tmp_path / "ran"
     payload = _Opaque() if kind == "custom_class" else _RunsCode(marker)
@@ -311,7 +311,7 @@ def test_refused_checkpoint_never_suggests_disabling_the_check(tmp_path, capsys,
 
 
 def test_other_checkpoint_failures_name_the_file(tmp_path):
-    from rgbpose.engine.evaluate import read_checkpoint_file
+    from rgbpose.engine.checkpoint import read_checkpoint_file
 
     ok = tmp_path / "ok.pt"
     torch.save({"model": {"w": torch.zeros(1000)}}, ok)
@@ -369,7 +369,7 @@ def test_write_helpers_report_full_disk_not_temp_file(tmp_path, monkeypatch, err
 
 
 def test_torch_save_writer_failure_is_no_space(tmp_path, monkeypatch):
-    from rgbpose.engine import train
+    from rgbpose.engine import checkpoint
 
     def failing_save(obj, f, *args, **kwargs):
         Path(f).write_bytes(b"PK\x03\x04 partial zip")
@@ -378,7 +378,7 @@ def test_torch_save_writer_failure_is_no_space(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", failing_save)
     dst = tmp_path / "work" / "last.pt"
     with pytest.raises(NoSpaceError, match=r"^no space left writing .*work/last\.pt$") as info:
-        train.save_checkpoint({"model": {}}, dst)
+        checkpoint.save_checkpoint({"model": {}}, dst)
     assert info.value.path == str(dst) and str(info.value.__cause__) == TORCH_FULL
     assert list(dst.parent.iterdir()) == []
 
@@ -388,7 +388,7 @@ def test_torch_save_writer_failure_is_no_space(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", other_failure)
     with pytest.raises(RuntimeError, match="^x$") as other:
-        train.save_checkpoint({"model": {}}, dst)
+        checkpoint.save_checkpoint({"model": {}}, dst)
     assert not isinstance(other.value, NoSpaceError) and list(dst.parent.iterdir()) == []
 
 

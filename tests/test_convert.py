@@ -340,7 +340,10 @@ def test_cli_merge_writes_a_loadable_init(tmp_path, capsys):
         cli_merge(["--rgb", rgb_pt, "--pose", pose_pt, "--config", str(config), "-o", str(out2)])
         == 1
     )
-    assert "model.name is 'rgb_only'" in capsys.readouterr().err
+    assert (
+        "model 'rgb_only' registers no merge, so init_from must name one stream (got 2: rgb, pose)"
+        in capsys.readouterr().err
+    )
 
 
 class _Opaque:

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from rgbpose.data import datasets
 from rgbpose.data import transforms as tf
-from rgbpose.data.datasets import PipelineConfig, build_dataset, collate, heatmaps_to_device
+from rgbpose.data.batch import collate, heatmaps_to_device
+from rgbpose.data.config import PipelineConfig, TestViews
 from rgbpose.data.sampling import uniform_sample
 from rgbpose.data.video import read_frames
 from rgbpose.io import BadSampleError, dump_pickle
@@ -22,13 +24,13 @@ BASE = PipelineConfig(
     modality="pose",
     pose_clip_len=8,
     rgb_clip_len=4,
-    num_clips=2,
     rgb_train_size=32,
     rgb_test_size=40,
     pose_train_size=16,
     pose_test_size=20,
-    flip_test=True,
 )
+#: test views of these tests: 2 clips, doubled by flip unless a test says flip=False
+VIEWS = TestViews(num_clips=2, flip=True)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -92,6 +94,10 @@ def _cfg(**kw):
     return dataclasses.replace(BASE, **kw)
 
 
+def build_dataset(cfg, *args, flip=True, **kwargs):
+    return datasets.build_dataset(cfg, *args, views=dataclasses.replace(VIEWS, flip=flip), **kwargs)
+
+
 # ------------------------------------------------------------------------------ shapes
 @pytest.mark.parametrize(
     "modality, mode, shapes",
@@ -153,8 +159,8 @@ def test_rgbpose_test_pipeline_hand_computed(data):
     # Keypoints scaled to the 48x64 frames: (16, 8) and (48, 40); box (12, 4, 52, 44), 40 px,
     # so resizing to 40 is the identity and the frames are plain crops.
     ann, root = data
-    cfg = _cfg(modality="rgbpose", flip_test=False)
-    ds = build_dataset(cfg, ann, None, "test", video_dir=root)
+    cfg = _cfg(modality="rgbpose")
+    ds = build_dataset(cfg, ann, None, "test", video_dir=root, flip=False)
     item = ds[0]
     imgs, hm = item["imgs"].numpy(), item["heatmap_imgs"].numpy()
     inds = uniform_sample(T, 4, 2, test_mode=True)  # the RGB clips of the two views
@@ -172,7 +178,7 @@ def test_rgbpose_box_outside_frame_is_zero_padded(data):
     # 15 * 1.25 = 18.75 -> box (-1, -1, 35, 35): row/column -1 is zero padding, and the top row
     # and left column stay exactly black through the 36 -> 40 bilinear resize.
     ann, root = data
-    ds = build_dataset(_cfg(modality="rgb", flip_test=False), ann, None, "test", video_dir=root)
+    ds = build_dataset(_cfg(modality="rgb"), ann, None, "test", video_dir=root, flip=False)
     imgs = ds[1]["imgs"].numpy()
     black = (0 - np.array(tf.RGB_MEAN)) / np.array(tf.RGB_STD)
     np.testing.assert_allclose(imgs[:, :, :, 0, :], np.broadcast_to(black[:, None, None], (2, 3, 4, 40)), atol=1e-5)  # fmt: skip
@@ -215,8 +221,8 @@ def test_heatmaps_to_device_equals_cpu_pipeline(data, modality):
         dataclasses.replace(cfg, heatmaps_on_device=True), ann, None, "test", video_dir=root
     )
     item = dev[1]
-    assert tuple(item["keypoint"].shape) == (2, 2, 8, 17, 2)  # flips are added on device
-    assert tuple(item["keypoint_score"].shape) == (2, 2, 8, 17)
+    assert tuple(item["hm_keypoint"].shape) == (2, 2, 8, 17, 2)  # flips are added on device
+    assert tuple(item["hm_keypoint_score"].shape) == (2, 2, 8, 17)
     batch = collate([dev[1], dev[0]])
     out = heatmaps_to_device(batch, dataclasses.replace(cfg, heatmaps_on_device=True), "cpu")
     expected = collate([cpu[1], cpu[0]])["heatmap_imgs"]
@@ -226,10 +232,10 @@ def test_heatmaps_to_device_equals_cpu_pipeline(data, modality):
 
 def test_keypoints_padded_to_max_persons(data):
     ann, _ = data
-    cfg = _cfg(heatmaps_on_device=True, max_persons=3, flip_test=False)
-    item = build_dataset(cfg, ann, None, "val")[0]
-    assert tuple(item["keypoint"].shape) == (1, 3, 8, 17, 2)
-    assert item["keypoint_score"][0, 1:].abs().max() == 0  # one real person, two padded
+    cfg = _cfg(heatmaps_on_device=True, max_persons=3)
+    item = build_dataset(cfg, ann, None, "val", flip=False)[0]
+    assert tuple(item["hm_keypoint"].shape) == (1, 3, 8, 17, 2)
+    assert item["hm_keypoint_score"][0, 1:].abs().max() == 0  # one real person, two padded
     assert item["canvas_hw"] == (20, 20) and item["flip_views"] is False
 
 

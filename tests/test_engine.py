@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import types
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,15 +28,9 @@ from rgbpose.engine.config import (
     parse_set_args,
     run_config_from_dict,
 )
-from rgbpose.engine.train import (
-    EXIT_TIME_BUDGET,
-    infer_num_classes,
-    iters_per_epoch,
-    lr_at,
-    scaled_lr,
-    train,
-)
-from rgbpose.io import BadSampleError
+from rgbpose.engine.schedule import iters_per_epoch, lr_at, scaled_lr
+from rgbpose.engine.train import EXIT_TIME_BUDGET, infer_num_classes, train
+from rgbpose.io import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,6 +40,8 @@ class ToyNet(nn.Module):
     """Conv3d + BN + dropout + linear: enough state (BN buffers, dropout RNG) to catch any
     resume mismatch."""
 
+    input_keys = ("heatmap_imgs",)  # called by name, as the engine calls registered models
+
     def __init__(self, in_channels: int = 3, num_classes: int = 4):
         super().__init__()
         self.num_classes = num_classes
@@ -55,8 +50,8 @@ class ToyNet(nn.Module):
         self.drop = nn.Dropout(0.5)
         self.fc = nn.Linear(4, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn(self.conv(x))).mean((2, 3, 4))
+    def forward(self, heatmap_imgs: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn(self.conv(heatmap_imgs))).mean((2, 3, 4))
         return self.fc(self.drop(x))
 
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -71,13 +66,15 @@ class TwoOut(NamedTuple):
 class ToyTwoStream(nn.Module):
     """Two-input model like RGBPoseConv3D: model(imgs, heatmap_imgs) -> (rgb, pose) logits."""
 
+    input_keys = ("imgs", "heatmap_imgs")
+
     def __init__(self, num_classes: int = 4):
         super().__init__()
         self.rgb = ToyNet(3, num_classes)
         self.pose = ToyNet(2, num_classes)
 
-    def forward(self, imgs: torch.Tensor, heatmaps: torch.Tensor) -> TwoOut:
-        return TwoOut(self.rgb(imgs), self.pose(heatmaps))
+    def forward(self, imgs: torch.Tensor, heatmap_imgs: torch.Tensor) -> TwoOut:
+        return TwoOut(self.rgb(imgs), self.pose(heatmap_imgs))
 
     def loss(self, outputs: TwoOut, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs.rgb, labels) + F.cross_entropy(outputs.pose, labels)
@@ -204,41 +201,55 @@ def test_config_typo_names_key_and_file(tmp_path: Path) -> None:
     raw["optim"]["lrr"] = 0.1
     path = tmp_path / "typo.yaml"
     path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(BadSampleError, match=r"unknown key 'optim\.lrr'") as exc:
+    with pytest.raises(ConfigError, match=r"unknown key 'optim\.lrr'") as exc:
         load_run_config(path)
-    assert str(path) in str(exc.value)
+    assert str(path) in str(exc.value) and exc.value.key == "optim.lrr"
 
     raw = toy_config().to_dict()
     raw["batch_size"] = "8"
     path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(BadSampleError, match=r"'batch_size': expected an integer"):
+    with pytest.raises(ConfigError, match=r"'batch_size': expected an integer"):
         load_run_config(path)
 
     raw = toy_config().to_dict()
     raw["data"]["sigmaa"] = 0.6
     path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(BadSampleError, match=r"unknown key 'data\.sigmaa'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'data\.sigmaa'"):
         load_run_config(path)
 
     raw = toy_config().to_dict()
-    raw["data"]["modality"] = "video"  # a bad value, caught by the data package's PipelineConfig
+    raw["data"]["modality"] = "video"  # no pipeline is registered for it
     path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(BadSampleError, match=r"data: .*modality"):
+    with pytest.raises(ConfigError, match=r"key 'data\.modality': unknown data modality 'video'"):
+        load_run_config(path)
+
+    raw = toy_config().to_dict()
+    raw["data"]["num_clips"] = 10  # test views live in one place
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"'data\.num_clips' \(test views are set once, in test"):
+        load_run_config(path)
+
+    raw = toy_config().to_dict()
+    raw["data"]["crop_area"] = [0.5, "x"]
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"key 'data\.crop_area': expected a number, got 'x'"):
         load_run_config(path)
 
     raw = toy_config().to_dict()
     raw["schedule"]["kind"] = "linear"
     path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(BadSampleError, match=r"'schedule\.kind': 'linear' is not one of"):
+    with pytest.raises(
+        ConfigError, match=r"'schedule\.kind': 'linear' is not one of 'cosine', 'step'"
+    ):
         load_run_config(path)
 
     raw = toy_config().to_dict()
     path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(BadSampleError, match=r"unknown key 'optim\.momentumm'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'optim\.momentumm'"):
         load_run_config(path, {"optim.momentumm": 0.5})
     del raw["optim"]["lr"]
     path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(BadSampleError, match=r"missing required key\(s\): optim\.lr"):
+    with pytest.raises(ConfigError, match=r"missing required key\(s\): optim\.lr"):
         load_run_config(path)
 
 
@@ -252,7 +263,7 @@ def test_shipped_model_configs_load() -> None:
     rgbpose = cfgs["ntu_rgbpose_conv3d"]
     assert (rgbpose.optim.lr, rgbpose.optim.base_batch) == (0.0075, 48)
     assert rgbpose.schedule.kind == "step" and rgbpose.schedule.milestones == (12, 16)
-    assert rgbpose.data["sigma"] == 0.7 and rgbpose.data["rgb_test_size"] == 256
+    assert rgbpose.data.sigma == 0.7 and rgbpose.data.rgb_test_size == 256
     pose = cfgs["ntu_pose_only"]
     assert (pose.optim.lr, pose.optim.base_batch, pose.optim.weight_decay) == (0.2, 128, 3e-4)
     assert (pose.schedule.epochs, pose.schedule.repeat) == (18, 10)
@@ -414,22 +425,12 @@ def test_changed_config_starts_afresh(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- CLI glue
 def _fake_packages(monkeypatch: pytest.MonkeyPatch, calls: dict[str, Any]) -> None:
-    """Stand-ins for rgbpose.data.datasets / rgbpose.models with the contract's signatures."""
-
-    @dataclass(frozen=True)
-    class PipelineConfig:
-        modality: str = "pose"
-        num_clips: int = 1
-        flip_test: bool = False
-        heatmaps_on_device: bool = False
-
-        @classmethod
-        def from_dict(cls, d: dict[str, Any]) -> PipelineConfig:
-            return cls(**d)
+    """Stand-ins for rgbpose.data.datasets.build_dataset / rgbpose.models.build_model with
+    their signatures."""
 
     def build_dataset(cfg: Any, ann: str, split: str, mode: str, video_dir: Any = None,
-                      num_classes: int | None = None) -> Any:  # fmt: skip
-        calls.setdefault("datasets", []).append((split, mode, cfg, num_classes))
+                      num_classes: int | None = None, views: Any = None) -> Any:  # fmt: skip
+        calls.setdefault("datasets", []).append((split, mode, views, num_classes))
         return ToyData(12 if mode == "train" else 8, augment=mode == "train")
 
     def build_model(name: str, num_classes: int, **overrides: Any) -> nn.Module:
@@ -437,8 +438,7 @@ def _fake_packages(monkeypatch: pytest.MonkeyPatch, calls: dict[str, Any]) -> No
         return ToyNet(num_classes=num_classes, **overrides)
 
     ds = types.ModuleType("rgbpose.data.datasets")
-    ds.PipelineConfig, ds.build_dataset = PipelineConfig, build_dataset
-    ds.collate, ds.batch_transform = train_mod.default_collate, lambda cfg: None
+    ds.build_dataset = build_dataset
     models = types.ModuleType("rgbpose.models")
     models.build_model = build_model
     monkeypatch.setitem(sys.modules, "rgbpose.data.datasets", ds)
@@ -473,8 +473,8 @@ def test_train_and_test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
                        "--metrics-out", str(tmp_path / "m.json"), "--num-clips", "3", "--flip",
                        "--per-class-csv", str(tmp_path / "pc.csv"), "--device", "cpu"])  # fmt: skip
     assert rc == 0
-    split, mode, pcfg, n = calls["datasets"][-1]
-    assert (split, mode, pcfg.num_clips, pcfg.flip_test, n) == ("xsub_val", "test", 3, True, 60)
+    split, mode, views, n = calls["datasets"][-1]
+    assert (split, mode, views.num_clips, views.flip, n) == ("xsub_val", "test", 3, True, 60)
     scores = load_pickle(out)
     assert list(scores["probs"]) == ["pose_only"] and scores["probs"]["pose_only"].shape == (8, 60)
     assert scores["names"] == [f"video{i:03d}" for i in range(8)]

@@ -13,15 +13,15 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from rgbpose.engine.evaluate import (
+from rgbpose.engine.metrics import (
     confusion_matrix,
     metrics,
     per_class_rows,
     plot_confusion,
-    predict_scores,
     scores_metrics,
     write_per_class_csv,
 )
+from rgbpose.engine.runtime import predict_scores
 
 # 5 videos, 6 classes. Hand-computed:
 #  v0 label 0: argmax 0            -> top-1 hit
@@ -79,8 +79,10 @@ def test_confusion_matrix_and_per_class(tmp_path: Path) -> None:
 class FirstVoxel(nn.Module):
     """logits = the input's first voxel per channel: [N, C, T, H, W] -> [N, C]."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, :, 0, 0, 0]
+    input_keys = ("heatmap_imgs",)
+
+    def forward(self, heatmap_imgs: torch.Tensor) -> torch.Tensor:
+        return heatmap_imgs[:, :, 0, 0, 0]
 
 
 class Pair(NamedTuple):
@@ -89,8 +91,10 @@ class Pair(NamedTuple):
 
 
 class TwoHeads(nn.Module):
-    def forward(self, imgs: torch.Tensor, heatmaps: torch.Tensor) -> Pair:
-        return Pair(imgs[:, :, 0, 0, 0], 2 * heatmaps[:, :, 0, 0, 0])
+    input_keys = ("imgs", "heatmap_imgs")
+
+    def forward(self, imgs: torch.Tensor, heatmap_imgs: torch.Tensor) -> Pair:
+        return Pair(imgs[:, :, 0, 0, 0], 2 * heatmap_imgs[:, :, 0, 0, 0])
 
 
 class Views(Dataset):
@@ -123,6 +127,9 @@ def test_predict_scores_mean_of_softmax_over_views() -> None:
     assert p.dtype == np.float32 and p.shape == (2, 3)
     expected = np.array([[5 / 12, 7 / 24, 7 / 24], [4 / 15, 7 / 15, 4 / 15]])
     assert np.allclose(p, expected, atol=1e-6)
+    # the logits, averaged over the same views, for logit-level fusions
+    half = math.log(2) / 2, math.log(3) / 2
+    assert np.allclose(s["logits"]["pose_only"], [[half[0], 0, 0], [0, half[1], 0]], atol=1e-6)
     # batch size does not change the result
     s1 = predict_scores(FirstVoxel(), Views(), head_name="pose_only", batch_size=1, device="cpu")
     assert np.allclose(s1["probs"]["pose_only"], p, atol=1e-7)
@@ -143,8 +150,8 @@ def test_predict_scores_two_heads_and_fusion_metrics() -> None:
 def test_model_from_checkpoint_rebuilds_and_refuses_mismatches(tmp_path):
     import torch
 
+    from rgbpose.engine.checkpoint import model_from_checkpoint
     from rgbpose.engine.config import load_run_config
-    from rgbpose.engine.evaluate import model_from_checkpoint
     from rgbpose.io import BadSampleError
     from rgbpose.models import build_model
 

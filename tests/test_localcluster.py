@@ -38,7 +38,15 @@ TINY = {
             "shard_size": 2,
             "on_bad_sample": "fail",
             "compress": {"height": 48},
-            "models": {k: "unused.yaml" for k in ("rgb_only", "pose_only", "rgbpose_conv3d")},
+            "streams": {
+                "rgb_only": {"config": str(REPO / "config/models/demo_rgb_only.yaml")},
+                "pose_only": {"config": str(REPO / "config/models/demo_pose_only.yaml")},
+                "rgbpose": {
+                    "config": str(REPO / "config/models/demo_rgbpose_conv3d.yaml"),
+                    "init_from": ["rgb_only", "pose_only"],
+                },
+            },
+            "fusions": {"late_fusion": {"weights": {"rgb_only": 1, "pose_only": 1}}},
         }
     },
 }

@@ -177,7 +177,7 @@ def test_predict_draws_on_device_heatmaps_like_test(tmp_path, monkeypatch):
     cfg_path.write_text(raw.replace("  with_limb: false\n",
                                     "  with_limb: false\n  heatmaps_on_device: true\n"))  # fmt: skip
     cfg = load_run_config(cfg_path)
-    assert cfg.data["heatmaps_on_device"] is True
+    assert cfg.data.heatmaps_on_device is True
     torch.manual_seed(0)
     model = build_model(cfg.model.name, 60, **cfg.model.overrides)
     ckpt = tmp_path / "best.pt"

@@ -34,7 +34,7 @@ TARGET = "results/tiny_xsub/pose_only/best.pt"
 # .ci/slurm-up starts the cluster without accounting (CI) or with it (--accounting): the profile
 # then uses the site defaults of most clusters (sacct, an account) instead.
 ACCOUNTING = ENABLED and query_problem(status_query("sacct")) is None
-TRAIN_LOG = "logs/train_pose_only/tiny_xsub.log"
+TRAIN_LOG = "logs/train/tiny_xsub_pose_only.log"
 
 
 def scaled_profile(path: Path, gpus: int = 1, **extra) -> Path:
@@ -109,10 +109,7 @@ def work(tmp_path_factory) -> Path:
     pose["val_interval"] = 1
     (work / "pose.yaml").write_text(yaml.safe_dump(pose))
     cfg = json.loads(json.dumps(TINY))
-    models = {k: str(REPO / f"config/models/demo_{k}.yaml") for k in cfg["datasets"]["tiny"]
-              ["models"]}  # fmt: skip
-    models["pose_only"] = str(work / "pose.yaml")
-    cfg["datasets"]["tiny"]["models"] = models
+    cfg["datasets"]["tiny"]["streams"]["pose_only"]["config"] = str(work / "pose.yaml")
     (work / "config").mkdir()
     (work / "config/config.yaml").write_text(yaml.safe_dump(cfg))
     return work
@@ -138,7 +135,7 @@ def test_training_job_on_the_gpu_partition(work):
     profile = scaled_profile(work / "profile")
     proc = snakemake(work, profile, TARGET)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    train = [j for j in jobs_of(work) if j["rule"] == "train_pose_only"]
+    train = [j for j in jobs_of(work) if j["rule"] == "train"]
     assert len(train) == 1
     assert (train[0]["partition"], train[0]["state"]) == ("gpu", "COMPLETED")
     assert "gpu:h100:1" in train[0]["gres"]
@@ -159,14 +156,14 @@ def test_cancelled_training_job_is_retried_and_resumes_exactly(work):
     while not last.exists():  # epoch 1 saved: the job is now inside epoch 2
         assert run.poll() is None and time.monotonic() < deadline, "training never saved"
         time.sleep(0.2)
-    job = [j for j in jobs_of(work) if j["rule"] == "train_pose_only" and j["state"] == "RUNNING"]
+    job = [j for j in jobs_of(work) if j["rule"] == "train" and j["state"] == "RUNNING"]
     assert len(job) == 1
     subprocess.run(["scancel", job[0]["id"]], check=True)
     out, _ = run.communicate(timeout=600)
     assert run.returncode == 0, out[-4000:]
 
     cancelled = int(job[0]["id"])
-    train = {int(j["id"]): j["state"] for j in jobs_of(work) if j["rule"] == "train_pose_only"}
+    train = {int(j["id"]): j["state"] for j in jobs_of(work) if j["rule"] == "train"}
     assert train[cancelled] == "CANCELLED"
     assert [state for i, state in sorted(train.items()) if i > cancelled] == ["COMPLETED"]
     log = (work / TRAIN_LOG).read_text()
@@ -184,7 +181,7 @@ def test_two_gpus_run_torchrun_with_two_processes(work):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = (work / TRAIN_LOG).read_text()
     assert "world size 2" in log and "epoch 4/4:" in log
-    train = [j for j in jobs_of(work) if j["rule"] == "train_pose_only"]
+    train = [j for j in jobs_of(work) if j["rule"] == "train"]
     assert "gpu:h100:2" in train[-1]["gres"] and train[-1]["state"] == "COMPLETED"
 
 

@@ -18,13 +18,16 @@ from test_engine import ToyData, ToyNet, fresh_model, states_equal, toy_config
 
 import rgbpose.data.datasets as ds_mod
 import rgbpose.models as models_mod
-from rgbpose.data.datasets import ActionDataset, PipelineConfig, annotations_hash, build_dataset
+from rgbpose.data.config import PipelineConfig
+from rgbpose.data.datasets import ActionDataset, build_dataset
+from rgbpose.data.records import annotations_hash
 from rgbpose.engine import evaluate
 from rgbpose.engine import train as train_mod
 from rgbpose.engine.config import apply_overrides, run_config_from_dict
 from rgbpose.engine.progress import default_log_every, eta_seconds, format_duration, progress_line
 from rgbpose.engine.runstate import FailureGuard, data_error, fingerprint_changes
-from rgbpose.engine.train import lr_at, scaled_lr, train
+from rgbpose.engine.schedule import lr_at, scaled_lr
+from rgbpose.engine.train import train
 from rgbpose.io import BadSampleError, dump_pickle
 
 T = 6  # frames per sample
@@ -66,7 +69,7 @@ def pose_config(**over: Any) -> Any:
 
 
 def pose_sets(ann: Any, num_classes: int = 4) -> tuple[ActionDataset, ActionDataset]:
-    pcfg = PipelineConfig.from_dict(pose_config().data)
+    pcfg = pose_config().data
     return (
         build_dataset(pcfg, ann, "xsub_train", "train", num_classes=num_classes),
         build_dataset(pcfg, ann, "xsub_val", "val", num_classes=num_classes),
@@ -261,7 +264,7 @@ def test_label_out_of_range_names_file_and_sample(tmp_path: Path) -> None:
     ann["annotations"][6]["label"] = 200
     path = tmp_path / "ann.pkl"
     dump_pickle(ann, path)
-    pcfg = PipelineConfig.from_dict(pose_config().data)
+    pcfg = pose_config().data
     with pytest.raises(BadSampleError) as exc:
         build_dataset(pcfg, path, "xsub_train", "train", num_classes=60)
     assert str(exc.value) == f"{path}: sample {NAMES[6]}: label 200 is out of range for 60 classes"
@@ -297,7 +300,7 @@ def test_bad_sample_shapes_name_the_sample(change: dict[str, Any], problem: str)
     ann = make_ann()
     ann["annotations"][5].update(change)
     ann["split"]["xsub_train"] = [a["frame_dir"] for a in ann["annotations"]]
-    pcfg = PipelineConfig.from_dict(pose_config().data)
+    pcfg = pose_config().data
     with pytest.raises(BadSampleError) as exc:
         build_dataset(pcfg, ann, "xsub_train", "train", num_classes=4)
     name = ann["annotations"][5]["frame_dir"]

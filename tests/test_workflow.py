@@ -59,10 +59,9 @@ def test_demo_dry_run_plans_every_stage():
     assert counts["scan_raw"] == "1"
     for rule in ("compress_videos", "extract_poses", "denoise_poses"):
         assert counts[rule] == str(shards), rule
-    for rule in ("build_annotations", "train_rgb_only", "train_pose_only", "merge_checkpoints",
-                 "finetune_rgbpose", "fuse"):  # fmt: skip
+    for rule in ("build_annotations", "merge", "fuse"):
         assert counts[rule] == "1", rule
-    assert counts["test_model"] == "3"
+    assert counts["train"] == counts["test"] == str(len(cfg["streams"])) == "3"
 
 
 def test_bad_samples_skipped_end_to_end_are_listed_not_lost(tmp_path):

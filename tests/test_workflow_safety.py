@@ -161,20 +161,17 @@ def test_model_config_typo_fails_while_planning(tmp_path):
     typo = (REPO / "config/models/demo_pose_only.yaml").read_text().replace("  lr:", "  lrr:", 1)
     assert "lrr:" in typo
     (tmp_path / "pose.yaml").write_text(typo)
-    models = {"rgb_only": str(REPO / "config/models/demo_rgb_only.yaml"),
-              "pose_only": str(tmp_path / "pose.yaml"),
-              "rgbpose_conv3d": str(REPO / "config/models/demo_rgbpose_conv3d.yaml")}  # fmt: skip
-    write_tiny(tmp_path, mutate=lambda d: d.update(models=models))
+    write_tiny(tmp_path, mutate=lambda d: d["streams"]["pose_only"].update(config="pose.yaml"))
     proc = plain_snakemake(tmp_path, "-n", "results/tiny_xsub/fusion.txt")
     assert proc.returncode != 0
-    assert f"datasets.tiny.models.pose_only: {tmp_path / 'pose.yaml'}: unknown key 'optim.lrr'" in (
+    assert "datasets.tiny.streams.pose_only.config: pose.yaml: unknown key 'optim.lrr'" in (
         proc.stdout + proc.stderr
     )
     assert "Job stats" not in proc.stdout + proc.stderr
 
 
 def test_make_clean_results_removes_what_runs_write(tmp_path):
-    for d in ("results/demo", "logs/fuse", "benchmarks/compress_videos", "benchmarks/test_model",
+    for d in ("results/demo", "logs/fuse", "benchmarks/compress_videos", "benchmarks/test",
               ".snakemake/metadata", ".snakemake/conda/abc"):  # fmt: skip
         (tmp_path / d).mkdir(parents=True)
         (tmp_path / d / "f.tsv").write_text("x")
@@ -188,26 +185,23 @@ def test_make_clean_results_removes_what_runs_write(tmp_path):
 
 
 def test_forcerun_retrains_from_scratch(tmp_path):
-    """README: unprotect the checkpoint, then `--forcerun train_pose_only`: a fresh training,
+    """README: unprotect the checkpoint, then `--forcerun <its best.pt>`: a fresh training,
     not a resume of the finished run's state."""
     tiny = yaml.safe_load((REPO / "config/models/demo_pose_only.yaml").read_text())
     tiny["schedule"]["epochs"] = 2
     tiny["val_interval"] = 1
     (tmp_path / "pose.yaml").write_text(yaml.safe_dump(tiny))
-    models = {k: str(REPO / f"config/models/demo_{k}.yaml") for k in TINY["datasets"]["tiny"]
-              ["models"]}  # fmt: skip
-    models["pose_only"] = str(tmp_path / "pose.yaml")
-    write_tiny(tmp_path, mutate=lambda d: d.update(models=models))
+    write_tiny(tmp_path, mutate=lambda d: d["streams"]["pose_only"].update(config="pose.yaml"))
     target = "results/tiny_xsub/pose_only/best.pt"
     first = plain_snakemake(tmp_path, target)
     assert first.returncode == 0, first.stderr[-3000:]
     ckpt = tmp_path / target
     assert ckpt.stat().st_mode & 0o222 == 0  # protected: no write bits
-    log = tmp_path / "logs/train_pose_only/tiny_xsub.log"
+    log = tmp_path / "logs/train/tiny_xsub_pose_only.log"
     assert "starting fresh" not in log.read_text()
 
     ckpt.chmod(0o644)
-    again = plain_snakemake(tmp_path, "--forcerun", "train_pose_only", target)
+    again = plain_snakemake(tmp_path, "--forcerun", target)
     assert again.returncode == 0, again.stderr[-3000:]
     text = log.read_text()
     assert f"previous run finished and its output {target} is gone (forced rerun)" in text

@@ -34,6 +34,18 @@ class BadSampleError(RuntimeError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class ConfigError(ValueError):
+    """A configuration problem (a run config, the workflow config): the message names the file
+    and the key (``config/models/x.yaml: key 'optim.lrr': unknown ...``).  Not a bad sample:
+    nothing about the data is wrong, and a retry cannot help."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, key: str | None = None):
+        self.path = str(path)
+        self.problem = problem
+        self.key = key
+        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
 #: errnos that mean "the disk (or the user's quota) is full"
 _NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 

@@ -21,6 +21,7 @@ labels, 0-based); top-k entries outside it are marked ``(not trained)``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -84,20 +85,22 @@ def predict(
 ) -> dict[str, np.ndarray]:
     """Class probabilities ``{head: [K]}`` for one video (heads as in ``rgbpose test``);
     ``ckpt``: the checkpoint file's content when the caller has already read it."""
-    from .data.datasets import PipelineConfig, batch_transform, build_dataset, collate
-    from .engine.evaluate import model_from_checkpoint, predict_scores
+    from .data.batch import batch_transform, collate
+    from .data.config import TestViews
+    from .data.datasets import build_dataset
+    from .engine.checkpoint import model_from_checkpoint
+    from .engine.runtime import predict_scores
 
     video = require_video(video)
     model, cfg = model_from_checkpoint(checkpoint, ckpt=ckpt)
 
     clips = num_clips if num_clips is not None else cfg.test.num_clips
-    data = dict(cfg.data, num_clips=clips, flip_test=cfg.test.flip, video_ext=video.suffix)
-    pcfg = PipelineConfig.from_dict(data)
+    pcfg = dataclasses.replace(cfg.data, video_ext=video.suffix)
     pose = estimate_poses(video, backend, onnx_model, num_persons=pcfg.max_persons)
     ann = to_annotation(pose, video.stem)
     dataset = build_dataset(
         pcfg, {"split": {"predict": [video.stem]}, "annotations": [ann]}, "predict", "test",
-        video_dir=video.parent,
+        video_dir=video.parent, views=TestViews(clips, cfg.test.flip),
     )  # fmt: skip
     scores = predict_scores(
         model, dataset, head_name=cfg.model.name, device=device, collate_fn=collate,
@@ -176,7 +179,7 @@ def cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the top-k list as JSON")
     args = ap.parse_args(argv)
     from .cli import report_error
-    from .engine.evaluate import load_checkpoint
+    from .engine.checkpoint import load_checkpoint
 
     try:
         require_video(args.video)

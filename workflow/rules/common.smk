@@ -91,14 +91,12 @@ shell.prefix(
     _PREFIX.replace("{", "{{").replace("}", "}}")
 )  # the prefix is formatted too
 
-MODELS = ("rgb_only", "pose_only", "rgbpose_conv3d")
-
 
 wildcard_constraints:
     dataset=r"[a-z][a-z0-9]*",
     bench=r"xsub|xview|xset",
     shard=r"\d{4}",
-    model="|".join(MODELS),
+    stream=r"[a-z][a-z0-9_]*",
 
 
 def dataset_cfg(dataset):
@@ -284,32 +282,6 @@ def synth_config_json(wildcards):
     )
 
 
-@cache
-def checked_run_config(dataset, model):
-    """The path of a dataset's run config, loaded once so a typo (``optim.lrr``) fails while the
-    DAG is built, before any job, naming the key and the file."""
-    from rgbpose.engine.config import load_run_config
-    from rgbpose.io import BadSampleError
-
-    path = dataset_cfg(dataset)["models"][model]
-    try:
-        load_run_config(path)
-    except BadSampleError as exc:
-        raise WorkflowError(
-            f"config: datasets.{dataset}.models.{model}: {exc.path}: {exc.problem}"
-        ) from None
-    return path
-
-
-def model_config(model):
-    """Input function: the (checked) run-config YAML of ``model`` for the dataset."""
-
-    def path(wildcards):
-        return checked_run_config(wildcards.dataset, model)
-
-    return path
-
-
 def gpus(wildcards):
     return dataset_cfg(wildcards.dataset)["gpus"]
 
@@ -351,14 +323,3 @@ def final_targets():
         if is_synthetic(d):
             targets.append(f"results/{d}/contact_sheet.png")
     return targets
-
-
-def test_model_config(wildcards):
-    return checked_run_config(wildcards.dataset, wildcards.model)
-
-
-def test_video_inputs(wildcards):
-    """RGB models read the compressed videos; the pose model only the annotations."""
-    if wildcards.model == "pose_only":
-        return []
-    return all_shards("results/{dataset}/shards/compress/{shard}.tsv")(wildcards)

@@ -1,4 +1,5 @@
-# Train the two unimodal models, merge them into an RGBPoseConv3D init, fine-tune, test, fuse.
+# Generic rules over the dataset's streams (streams.smk): train each stream (from its init_from
+# streams' merged checkpoints when it has any), test it, fuse all scores.
 # Resume state lives in an undeclared work/ directory (Snakemake deletes declared outputs of failed
 # jobs); only the final model is a declared, protected output.  A retry resumes from work/last.pt
 # when everything that defines the run is unchanged (else it starts fresh and keeps the old state in
@@ -6,17 +7,19 @@
 # the same inputs fails at once instead of repeating it.  See rgbpose.engine.train.
 
 
-rule train_pose_only:
+rule train:
     input:
         ann="results/{dataset}/annotations.pkl",
-        config=model_config("pose_only"),
+        config=stream_config,
+        videos=stream_videos,
+        init=stream_init,
     output:
-        ckpt=protected("results/{dataset}_{bench}/pose_only/best.pt"),
-        log_csv="results/{dataset}_{bench}/pose_only/train_log.csv",
+        ckpt=protected("results/{dataset}_{bench}/{stream}/best.pt"),
+        log_csv="results/{dataset}_{bench}/{stream}/train_log.csv",
     log:
-        "logs/train_pose_only/{dataset}_{bench}.log",
+        "logs/train/{dataset}_{bench}_{stream}.log",
     benchmark:
-        "benchmarks/train_pose_only/{dataset}_{bench}.tsv"
+        "benchmarks/train/{dataset}_{bench}_{stream}.tsv"
     retries: 2
     conda:
         "../../envs/rgbpose.yaml"
@@ -27,9 +30,9 @@ rule train_pose_only:
         runtime=train_runtime,
     params:
         launch=launcher,
-        work="results/{dataset}_{bench}/pose_only/work",
+        work="results/{dataset}_{bench}/{stream}/work",
         num_classes=num_classes,
-        init=[],
+        init=init_option,
     shell:
         "{params.launch} train --config {input.config:q} --ann {input.ann:q}"
         " --split {wildcards.bench} --video-dir results/{wildcards.dataset}/videos"
@@ -38,91 +41,55 @@ rule train_pose_only:
         " && cp {params.work:q}/train_log.csv {output.log_csv:q}"
 
 
-use rule train_pose_only as train_rgb_only with:
+# A stream's init_from: the best checkpoints of its source streams, merged by its model's
+# registered merge (RGBPoseConv3D: one RGB and one pose stream).
+rule merge:
     input:
-        ann="results/{dataset}/annotations.pkl",
-        config=model_config("rgb_only"),
-        videos=all_shards("results/{dataset}/shards/compress/{shard}.tsv"),
+        unpack(merge_sources),
+        config=stream_config,
     output:
-        ckpt=protected("results/{dataset}_{bench}/rgb_only/best.pt"),
-        log_csv="results/{dataset}_{bench}/rgb_only/train_log.csv",
+        "results/{dataset}_{bench}/{stream}/init.pt",
     log:
-        "logs/train_rgb_only/{dataset}_{bench}.log",
-    benchmark:
-        "benchmarks/train_rgb_only/{dataset}_{bench}.tsv"
-    params:
-        launch=launcher,
-        work="results/{dataset}_{bench}/rgb_only/work",
-        num_classes=num_classes,
-        init=[],
-
-
-rule merge_checkpoints:
-    input:
-        rgb="results/{dataset}_{bench}/rgb_only/best.pt",
-        pose="results/{dataset}_{bench}/pose_only/best.pt",
-        config=model_config("rgbpose_conv3d"),
-    output:
-        "results/{dataset}_{bench}/rgbpose_conv3d/init.pt",
-    log:
-        "logs/merge_checkpoints/{dataset}_{bench}.log",
+        "logs/merge/{dataset}_{bench}_{stream}.log",
     conda:
         "../../envs/rgbpose.yaml"
     resources:
         mem_mb=4000,
         runtime=10,
+    params:
+        sources=merge_options,
     shell:
-        "rgbpose merge --rgb {input.rgb:q} --pose {input.pose:q} --config {input.config:q}"
+        "rgbpose merge --config {input.config:q} --from {params.sources:q}"
         " -o {output:q} > {log:q} 2>&1"
 
 
-use rule train_pose_only as finetune_rgbpose with:
+rule test:
     input:
+        ckpt="results/{dataset}_{bench}/{stream}/best.pt",
         ann="results/{dataset}/annotations.pkl",
-        config=model_config("rgbpose_conv3d"),
-        videos=all_shards("results/{dataset}/shards/compress/{shard}.tsv"),
-        init="results/{dataset}_{bench}/rgbpose_conv3d/init.pt",
+        config=stream_config,
+        videos=stream_videos,
     output:
-        ckpt=protected("results/{dataset}_{bench}/rgbpose_conv3d/best.pt"),
-        log_csv="results/{dataset}_{bench}/rgbpose_conv3d/train_log.csv",
-    log:
-        "logs/finetune_rgbpose/{dataset}_{bench}.log",
-    benchmark:
-        "benchmarks/finetune_rgbpose/{dataset}_{bench}.tsv"
-    params:
-        launch=launcher,
-        work="results/{dataset}_{bench}/rgbpose_conv3d/work",
-        num_classes=num_classes,
-        init=["--init", "results/{dataset}_{bench}/rgbpose_conv3d/init.pt"],
-
-
-rule test_model:
-    input:
-        ckpt="results/{dataset}_{bench}/{model}/best.pt",
-        ann="results/{dataset}/annotations.pkl",
-        config=test_model_config,
-        videos=test_video_inputs,
-    output:
-        scores="results/{dataset}_{bench}/{model}/scores.pkl",
-        metrics="results/{dataset}_{bench}/{model}/metrics.json",
+        scores="results/{dataset}_{bench}/{stream}/scores.pkl",
+        metrics="results/{dataset}_{bench}/{stream}/metrics.json",
         confusion=report(
-            "results/{dataset}_{bench}/{model}/confusion.png",
+            "results/{dataset}_{bench}/{stream}/confusion.png",
             caption="../report/confusion.rst",
             category="Confusion matrices",
             subcategory="{dataset}_{bench}",
-            labels={"model": "{model}"},
+            labels={"stream": "{stream}"},
         ),
         per_class=report(
-            "results/{dataset}_{bench}/{model}/per_class.csv",
+            "results/{dataset}_{bench}/{stream}/per_class.csv",
             caption="../report/per_class.rst",
             category="Per-class accuracy",
             subcategory="{dataset}_{bench}",
-            labels={"model": "{model}"},
+            labels={"stream": "{stream}"},
         ),
     log:
-        "logs/test_model/{dataset}_{bench}_{model}.log",
+        "logs/test/{dataset}_{bench}_{stream}.log",
     benchmark:
-        "benchmarks/test_model/{dataset}_{bench}_{model}.tsv"
+        "benchmarks/test/{dataset}_{bench}_{stream}.tsv"
     conda:
         "../../envs/rgbpose.yaml"
     threads: 2
@@ -138,11 +105,11 @@ rule test_model:
         " --per-class-csv {output.per_class:q} > {log:q} 2>&1"
 
 
+# fusion.txt / fusion.json: every stream (a row per head for multi-head models) and every
+# declared fusion of the dataset.
 rule fuse:
     input:
-        rgb="results/{dataset}_{bench}/rgb_only/scores.pkl",
-        pose="results/{dataset}_{bench}/pose_only/scores.pkl",
-        rgbpose="results/{dataset}_{bench}/rgbpose_conv3d/scores.pkl",
+        stream_outputs("scores.pkl"),
     output:
         txt=report(
             "results/{dataset}_{bench}/fusion.txt",
@@ -158,17 +125,15 @@ rule fuse:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        opts=fuse_options,
     shell:
-        "rgbpose fuse --scores rgb_only={input.rgb:q} pose_only={input.pose:q}"
-        " rgbpose={input.rgbpose:q} -o {output.txt:q} --json {output.json:q} > {log:q} 2>&1"
+        "rgbpose fuse {params.opts:q} -o {output.txt:q} --json {output.json:q} > {log:q} 2>&1"
 
 
 rule plot_training_curves:
     input:
-        expand(
-            "results/{{dataset}}_{{bench}}/{model}/train_log.csv",
-            model=("rgb_only", "pose_only", "rgbpose_conv3d"),
-        ),
+        stream_outputs("train_log.csv"),
     output:
         report(
             "results/{dataset}_{bench}/training_curves.png",
@@ -183,6 +148,8 @@ rule plot_training_curves:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        titles=stream_names,
     shell:
         "rgbpose plot-curves {input:q} -o {output:q}"
-        " --titles rgb_only pose_only rgbpose_conv3d > {log:q} 2>&1"
+        " --titles {params.titles:q} > {log:q} 2>&1"

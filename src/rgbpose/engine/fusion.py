@@ -1,18 +1,18 @@
-"""Late fusion of score files and the final results table (``fusion.txt`` / ``fusion.json``).
+"""Late fusion of the streams' score files and the results table (``fusion.txt`` / ``fusion.json``).
 
-Late fusion is a weighted sum of per-video probabilities (DESIGN.md 3.8: 1:1 for RGB:Pose).
-Rows of the report:
+Rows, in this order:
 
-    rgb_only        the RGB model alone            (scores file given as rgb_only=...)
-    pose_only       the pose model alone           (pose_only=...)
-    late_fusion     w_rgb * rgb_only + w_pose * pose_only          (needs both)
-    rgbpose_rgb     RGBPoseConv3D, RGB head        (rgbpose=...)
-    rgbpose_pose    RGBPoseConv3D, pose head
-    rgbpose_fusion  w_rgb * rgb head + w_pose * pose head
+* every stream, from its scores file (``rgbpose test``): one row named after the stream, or, for
+  a model with several heads, one row per head named ``<stream>_<head>`` (RGBPoseConv3D stream
+  ``rgbpose``: ``rgbpose_rgb``, ``rgbpose_pose``);
+* every declared fusion: a weighted sum over streams (a stream stands for its prediction: its
+  only head, or the mean of its heads) and stream heads (``stream.head``), of softmax
+  probabilities (``scores: softmax``, PYSKL's late fusion, DESIGN.md 3.8: 1:1 for RGB:Pose) or
+  of raw logits (``scores: logits``, InfoGCN's ensemble), both averaged over the test views.
 
-Missing inputs are allowed: the rows that can be computed from the files given are reported and
-the others left out (of the JSON; the table marks them "n/a"). All files must score the same
-videos (same names, any order; rows are aligned by name) with the same labels.
+The demo's six rows keep PYSKL's names and titles (``rgb_only`` ... ``rgbpose_fusion``) and are
+shown beside PYSKL's NTU 60 X-Sub numbers.  All files must score the same videos (same names,
+any order; rows are aligned by name) with the same labels.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from rgbpose.engine.evaluate import metrics
+from rgbpose.engine.metrics import metrics
 from rgbpose.io import BadSampleError, load_pickle, write_text_atomic
 
-ROWS = ("rgb_only", "pose_only", "late_fusion", "rgbpose_rgb", "rgbpose_pose", "rgbpose_fusion")
-INPUTS = ("rgb_only", "pose_only", "rgbpose")
+#: titles of the rows of the default RGBPoseConv3D setup (a declared ``title`` wins)
 ROW_TITLES = {
     "rgb_only": "RGB only",
     "pose_only": "Pose only",
@@ -47,26 +46,32 @@ REFERENCE_NTU60_XSUB = {
     "rgbpose_pose": (95.9, 96.1),
     "rgbpose_fusion": (96.6, 96.9),
 }
+SCORE_TYPES = ("softmax", "logits")
 
 
 def load_scores(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and check a scores pickle written by ``rgbpose test``."""
+    """Read and check a scores pickle written by ``rgbpose test`` (``logits`` optional)."""
     s = load_pickle(path)
     if not isinstance(s, dict) or not {"names", "labels", "probs"} <= set(s):
         raise BadSampleError(path, "not a scores file (needs keys names, labels, probs)")
     names = [str(n) for n in s["names"]]
     labels = np.asarray(s["labels"], np.int64).reshape(-1)
-    if not isinstance(s["probs"], dict) or not s["probs"]:
-        raise BadSampleError(path, "'probs' must be a non-empty {head: [N, K]} mapping")
-    probs = {str(h): np.asarray(p, np.float64) for h, p in s["probs"].items()}
-    for h, p in probs.items():
-        if p.ndim != 2 or p.shape[0] != len(names) or labels.shape[0] != len(names):
-            raise BadSampleError(
-                path, f"head {h!r}: probs {p.shape}, labels {labels.shape}, {len(names)} names"
-            )
+    out: dict[str, Any] = {"names": names, "labels": labels}
+    for kind in ("probs", "logits"):
+        if kind not in s:
+            continue
+        if not isinstance(s[kind], dict) or not s[kind]:
+            raise BadSampleError(path, f"{kind!r} must be a non-empty {{head: [N, K]}} mapping")
+        table = {str(h): np.asarray(p, np.float64) for h, p in s[kind].items()}
+        for h, p in table.items():
+            if p.ndim != 2 or p.shape[0] != len(names) or labels.shape[0] != len(names):
+                raise BadSampleError(
+                    path, f"head {h!r}: {kind} {p.shape}, labels {labels.shape}, {len(names)} names"
+                )
+        out[kind] = table
     if len(set(names)) != len(names):
         raise BadSampleError(path, "duplicate video names")
-    return {"names": names, "labels": labels, "probs": probs}
+    return out
 
 
 def align(scores: Mapping[str, dict[str, Any]], paths: Mapping[str, str]) -> dict[str, Any]:
@@ -95,7 +100,11 @@ def align(scores: Mapping[str, dict[str, Any]], paths: Mapping[str, str]) -> dic
             s = {
                 "names": list(ref["names"]),
                 "labels": s["labels"][idx],
-                "probs": {h: p[idx] for h, p in s["probs"].items()},
+                **{
+                    kind: {h: p[idx] for h, p in s[kind].items()}
+                    for kind in ("probs", "logits")
+                    if kind in s
+                },
             }
         bad = np.nonzero(s["labels"] != ref["labels"])[0]
         if bad.size:
@@ -118,120 +127,178 @@ def weighted_sum(probs: Sequence[np.ndarray], weights: Sequence[float]) -> np.nd
     return sum(float(w) * np.asarray(p, np.float64) for p, w in zip(probs, weights))
 
 
-def _single_head(s: dict[str, Any], preferred: Sequence[str], path: str) -> np.ndarray:
-    for h in preferred:
-        if h in s["probs"]:
-            return s["probs"][h]
-    if len(s["probs"]) == 1:
-        return next(iter(s["probs"].values()))
-    raise BadSampleError(
-        path, f"expected one of the heads {list(preferred)}, has {list(s['probs'])}"
-    )
+def stream_rows(stream: str, scores: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The rows of one stream: its only head as ``stream``, else ``stream_<head>`` per head."""
+    heads = scores["probs"]
+    if len(heads) == 1:
+        return {stream: next(iter(heads.values()))}
+    return {f"{stream}_{h}": p for h, p in heads.items()}
+
+
+def resolve(ref: str, scores: Mapping[str, Any], kind: str, path: str) -> np.ndarray:
+    """The scores ``ref`` stands for: ``stream.head`` that head, ``stream`` its only head or
+    the mean of its heads; ``kind`` 'softmax' (probabilities) or 'logits'."""
+    stream, _, head = ref.partition(".")
+    key = "probs" if kind == "softmax" else "logits"
+    if key not in scores:
+        raise BadSampleError(path, "has no logits (written by an older rgbpose test; re-test)")
+    table = scores[key]
+    if head:
+        if head not in table:
+            raise BadSampleError(path, f"no head {head!r} for {ref!r} (heads: {list(table)})")
+        return table[head]
+    return np.mean(list(table.values()), axis=0)
 
 
 def fusion_report(
-    paths: Mapping[str, str | os.PathLike], weights: Mapping[str, float] | None = None
+    paths: Mapping[str, str | os.PathLike],
+    fusions: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Metrics of every computable row of ``ROWS`` from score files keyed by ``INPUTS``.
+    """Metrics of every stream row and every fusion (see the module docstring).
 
-    ``weights``: ``rgb_only``/``pose_only`` weight the late fusion, ``rgb``/``pose`` the two
-    heads of RGBPoseConv3D; all default to 1 (DESIGN.md: 1:1). Returns
-    ``{row: {'top1', 'top5', 'mean_class'}, ..., 'num_val_samples': N}`` (fractions).
+    ``paths``: stream -> scores file; ``fusions``: name -> ``{'weights': {ref: w}, 'scores':
+    'softmax' | 'logits'}``.  Returns ``{row: {'top1', 'top5', 'mean_class'}, ...,
+    'num_val_samples': N}`` (fractions), streams first, then fusions in declared order.
     """
-    unknown = sorted(set(paths) - set(INPUTS))
-    if unknown:
-        raise ValueError(f"unknown score inputs {unknown}; expected some of {list(INPUTS)}")
     if not paths:
         raise ValueError("no score files given")
-    w = {"rgb_only": 1.0, "pose_only": 1.0, "rgb": 1.0, "pose": 1.0, **(weights or {})}
-    bad_w = sorted(set(w) - {"rgb_only", "pose_only", "rgb", "pose"})
-    if bad_w:
-        raise ValueError(f"unknown weight keys {bad_w}; expected rgb_only, pose_only, rgb, pose")
     str_paths = {k: str(v) for k, v in paths.items()}
-    ordered = [k for k in INPUTS if k in paths]
-    scores = align({k: load_scores(str_paths[k]) for k in ordered}, str_paths)
-    labels = scores[ordered[0]]["labels"]
+    scores = align({k: load_scores(p) for k, p in str_paths.items()}, str_paths)
+    labels = next(iter(scores.values()))["labels"]
     rows: dict[str, np.ndarray] = {}
-    if "rgb_only" in scores:
-        rows["rgb_only"] = _single_head(scores["rgb_only"], ("rgb_only",), str_paths["rgb_only"])
-    if "pose_only" in scores:
-        rows["pose_only"] = _single_head(
-            scores["pose_only"], ("pose_only", "posec3d"), str_paths["pose_only"]
-        )
-    if "rgb_only" in rows and "pose_only" in rows:
-        rows["late_fusion"] = weighted_sum(
-            [rows["rgb_only"], rows["pose_only"]], [w["rgb_only"], w["pose_only"]]
-        )
-    if "rgbpose" in scores:
-        heads = scores["rgbpose"]["probs"]
-        missing = [h for h in ("rgb", "pose") if h not in heads]
-        if missing:
-            raise BadSampleError(
-                str_paths["rgbpose"], f"RGBPoseConv3D scores lack head(s) {missing}"
-            )
-        rows["rgbpose_rgb"], rows["rgbpose_pose"] = heads["rgb"], heads["pose"]
-        rows["rgbpose_fusion"] = weighted_sum([heads["rgb"], heads["pose"]], [w["rgb"], w["pose"]])
-    report: dict[str, Any] = {r: metrics(rows[r], labels) for r in ROWS if r in rows}
+    pending = dict(fusions or {})
+    done: set[str] = set()
+    for stream, s in scores.items():  # a fusion follows the last of the streams it fuses
+        rows.update(stream_rows(stream, s))
+        done.add(stream)
+        for name in [n for n, f in pending.items() if _uses(f) <= done]:
+            rows[name] = _fuse(name, pending.pop(name), rows, scores, str_paths)
+    for name, spec in pending.items():  # fusions naming streams without a score file: errors
+        rows[name] = _fuse(name, spec, rows, scores, str_paths)
+    report: dict[str, Any] = {r: metrics(p, labels) for r, p in rows.items()}
     report["num_val_samples"] = int(len(labels))
     return report
 
 
-def format_table(report: Mapping[str, Any], title: str = "") -> str:
-    """Readable aligned table (percent) plus the reference NTU 60 X-Sub numbers."""
-    width = max(len(t) for t in ROW_TITLES.values())
-    lines = []
-    if title:
-        lines += [title, ""]
+def _uses(spec: Mapping[str, Any]) -> set[str]:
+    return {ref.partition(".")[0] for ref in spec.get("weights") or {}}
+
+
+def _fuse(
+    name: str,
+    spec: Mapping[str, Any],
+    rows: Mapping[str, np.ndarray],
+    scores: Mapping[str, Any],
+    str_paths: Mapping[str, str],
+) -> np.ndarray:
+    """One fusion row: the weighted sum its spec declares (errors name the fusion)."""
+    kind = spec.get("scores", "softmax")
+    if kind not in SCORE_TYPES:
+        raise ValueError(f"fusion {name!r}: scores must be one of {SCORE_TYPES}, got {kind!r}")
+    if name in rows:
+        raise ValueError(f"fusion {name!r}: a stream row has this name")
+    weights = spec.get("weights") or {}
+    if not weights:
+        raise ValueError(f"fusion {name!r} has no weights")
+    parts = []
+    for ref in weights:
+        stream = ref.partition(".")[0]
+        if stream not in scores:
+            raise ValueError(
+                f"fusion {name!r}: unknown stream {stream!r} in {ref!r} "
+                f"(score files given: {', '.join(scores)})"
+            )
+        parts.append(resolve(ref, scores[stream], kind, str_paths[stream]))
+    return weighted_sum(parts, [float(w) for w in weights.values()])
+
+
+def format_table(
+    report: Mapping[str, Any], title: str = "", titles: Mapping[str, str] | None = None
+) -> str:
+    """Readable aligned table (percent), plus PYSKL's NTU 60 X-Sub numbers of the rows that
+    have one.  Row titles: ``titles`` (stream titles also name their head rows), the default
+    titles of the six RGBPoseConv3D rows, else the row name."""
+    rows = [r for r in report if r != "num_val_samples"]
+    named = {**ROW_TITLES, **(titles or {})}
+    for r in rows:  # a multi-head stream's title names its head rows: "<title>, <head> head"
+        stream, _, head = r.rpartition("_")
+        if r not in named and stream in (titles or {}):
+            named[r] = f"{titles[stream]}, {head} head"
+    label = {r: named.get(r, r) for r in rows}
+    width = max([len(t) for t in label.values()] + [5])
+    lines = [title, ""] if title else []
     lines.append(f"Results on {report.get('num_val_samples', '?')} test videos (%)")
     lines.append(f"{'model':<{width}}  {'top-1':>7}  {'top-5':>7}  {'mean-class':>10}")
     lines.append("-" * (width + 32))
-    for r in ROWS:
-        m = report.get(r)
-        if m is None:
-            lines.append(f"{ROW_TITLES[r]:<{width}}  {'n/a':>7}  {'n/a':>7}  {'n/a':>10}")
-        else:
-            lines.append(
-                f"{ROW_TITLES[r]:<{width}}  {m['top1'] * 100:7.2f}  {m['top5'] * 100:7.2f}  "
-                f"{m['mean_class'] * 100:10.2f}"
-            )
-    lines += [
-        "",
-        "Reference: PYSKL RGBPoseConv3D paper numbers, NTU RGB+D 60 X-Sub top-1 (%)",
-        "(8 GPUs, full data; not comparable to a demo/synthetic run)",
-        f"{'model':<{width}}  {'1-clip':>7}  {'10-clip':>7}",
-        "-" * (width + 20),
-    ]
-    for r in ROWS:
-        one, ten = REFERENCE_NTU60_XSUB[r]
-        lines.append(f"{ROW_TITLES[r]:<{width}}  {one:7.1f}  {ten:7.1f}")
+    for r in rows:
+        m = report[r]
+        lines.append(
+            f"{label[r]:<{width}}  {m['top1'] * 100:7.2f}  {m['top5'] * 100:7.2f}  "
+            f"{m['mean_class'] * 100:10.2f}"
+        )
+    refs = [r for r in rows if r in REFERENCE_NTU60_XSUB]
+    if refs:
+        lines += [
+            "",
+            "Reference: PYSKL RGBPoseConv3D paper numbers, NTU RGB+D 60 X-Sub top-1 (%)",
+            "(8 GPUs, full data; not comparable to a demo/synthetic run)",
+            f"{'model':<{width}}  {'1-clip':>7}  {'10-clip':>7}",
+            "-" * (width + 20),
+        ]
+        for r in refs:
+            one, ten = REFERENCE_NTU60_XSUB[r]
+            lines.append(f"{label[r]:<{width}}  {one:7.1f}  {ten:7.1f}")
     return "\n".join(lines) + "\n"
 
 
-def _key_values(items: Sequence[str], what: str, as_float: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _key_values(items: Sequence[str], what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
             raise ValueError(f"{what} expects key=value, got {item!r}")
-        out[key] = float(value) if as_float else value
+        out[key] = value
     return out
+
+
+def parse_fusion(text: str) -> dict[str, Any]:
+    """``--fusion`` value ``[logits:]ref:w,ref:w`` -> ``{'weights', 'scores'}``."""
+    kind, body = "softmax", text
+    for t in SCORE_TYPES:
+        if text.startswith(t + ":"):
+            kind, body = t, text[len(t) + 1 :]
+    weights = {}
+    for part in body.split(","):
+        ref, sep, w = part.rpartition(":")
+        try:
+            weights[ref] = float(w)
+        except ValueError:
+            sep = ""
+        if not sep or not ref:
+            raise ValueError(f"--fusion expects [logits:]stream[.head]:weight,..., got {text!r}")
+    return {"weights": weights, "scores": kind}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rgbpose fuse",
-        description="Late-fuse score files (weighted sum of per-video probabilities) and write "
-        "the results table. Inputs may be partial (e.g. only pose_only=...).",
+        description="Report every stream's score file and late-fuse them (weighted sums of "
+        "per-video softmax probabilities or logits) into the results table.",
     )
     p.add_argument(
-        "--scores", nargs="+", required=True, metavar="NAME=PKL",
-        help="score files: rgb_only=A.pkl pose_only=B.pkl rgbpose=C.pkl (any subset)",
+        "--scores", nargs="+", required=True, metavar="STREAM=PKL",
+        help="score files of the streams: rgb_only=A.pkl pose_only=B.pkl rgbpose=C.pkl",
     )  # fmt: skip
     p.add_argument("-o", "--out", required=True, help="fusion.txt (readable table)")
     p.add_argument("--json", default=None, help="fusion.json (metrics as fractions)")
     p.add_argument(
-        "--weights", nargs="*", default=[], metavar="NAME=W",
-        help="rgb_only=1 pose_only=1 (late fusion), rgb=1 pose=1 (RGBPoseConv3D heads)",
+        "--fusion", nargs="*", default=[], metavar="NAME=SPEC",
+        help="a fusion: late_fusion=rgb_only:1,pose_only:1 or x=logits:a.rgb:1.5,b:1",
+    )  # fmt: skip
+    p.add_argument(
+        "--spec", default=None,
+        help='JSON {"fusions": {name: {"weights": {ref: w}, "scores": "softmax"}}, '
+        '"titles": {row: title}} (the workflow passes the dataset\'s fusions this way)',
     )  # fmt: skip
     p.add_argument("--title", default="", help="first line of fusion.txt")
     return p
@@ -240,10 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
 def cli(argv: list[str] | None = None) -> int:
     """``rgbpose fuse``: write fusion.txt (and fusion.json)."""
     args = build_parser().parse_args(argv)
-    paths = _key_values(args.scores, "--scores", as_float=False)
-    weights = _key_values(args.weights, "--weights", as_float=True)
-    report = fusion_report(paths, weights)
-    text = format_table(report, args.title)
+    paths = _key_values(args.scores, "--scores")
+    spec = json.loads(args.spec) if args.spec else {}
+    if not isinstance(spec, dict):
+        raise ValueError("--spec must be a JSON object")
+    fusions = dict(spec.get("fusions") or {})
+    fusions.update({k: parse_fusion(v) for k, v in _key_values(args.fusion, "--fusion").items()})
+    report = fusion_report(paths, fusions)
+    text = format_table(report, args.title, spec.get("titles"))
     write_text_atomic(args.out, text)
     if args.json:
         write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from rgbpose.io import atomic_path, checkpoint_load_problem
 from rgbpose.models import build_model, model_spec
+from rgbpose.models.init_from import merge_sources
 from rgbpose.models.rgbpose import RGBPoseRecognizer
 
 StateDict = dict[str, Tensor]
@@ -268,9 +269,17 @@ def _save_checkpoint(state: StateDict, meta: dict[str, Any], out: Path) -> None:
         torch.save({"model": state, "meta": meta}, tmp)
 
 
-def _head_classes(state: Mapping[str, Tensor]) -> int | None:
-    weight = state.get("head.fc.weight")
-    return int(weight.shape[0]) if weight is not None else None
+def _source(path: Path, expected: str | None = None) -> dict[str, Any]:
+    """A checkpoint as an init_from source; ``expected``: the model name it must hold."""
+    state, meta = _state_and_meta(_load_torch(path), path, "model")
+    if expected is not None:
+        if meta.get("model_name") not in (None, expected):
+            flag = expected.removesuffix("_only")
+            raise ValueError(
+                f"{path}: is a {meta['model_name']!r} checkpoint, --{flag} needs {expected!r}"
+            )
+        meta.setdefault("model_name", expected)  # a bare state dict: as the flag says
+    return {"state": state, "meta": meta, "path": str(path)}
 
 
 def merge_checkpoints(
@@ -280,71 +289,60 @@ def merge_checkpoints(
     num_classes: int | None = None,
     seed: int = 0,
 ) -> tuple[StateDict, dict[str, Any]]:
-    """Load two unimodal checkpoints and merge them for ``rgbpose_conv3d(**overrides)``.
-
-    ``num_classes`` defaults to the checkpoints' (which must agree). Returns (state, meta).
-    """
-    states, classes = {}, {}
-    for label, path in (("rgb", rgb_path), ("pose", pose_path)):
-        state, meta = _state_and_meta(_load_torch(path), path, "model")
-        expected = f"{label}_only"
-        if meta.get("model_name") not in (None, expected):
-            raise ValueError(
-                f"{path}: is a {meta['model_name']!r} checkpoint, --{label} needs {expected!r}"
-            )
-        states[label] = state
-        classes[label] = meta.get("num_classes") or _head_classes(state)
-    if num_classes is None:
-        if classes["rgb"] != classes["pose"]:
-            raise ValueError(
-                f"the checkpoints disagree on num_classes: rgb {classes['rgb']} ({rgb_path}) vs "
-                f"pose {classes['pose']} ({pose_path})"
-            )
-        num_classes = classes["rgb"]
-    if num_classes is None:
-        raise ValueError("cannot tell num_classes from the checkpoints; pass --num-classes")
-    torch.manual_seed(seed)  # the laterals' fresh init is reproducible
-    model = build_model("rgbpose_conv3d", int(num_classes), **dict(overrides))
-    merged = merge_unimodal(states["rgb"], states["pose"], model)
-    meta = model_spec(model)
-    meta.update(merged_from={"rgb": str(rgb_path), "pose": str(pose_path)}, seed=seed)
-    return merged, meta
+    """Merge an ``rgb_only`` and a ``pose_only`` checkpoint for ``rgbpose_conv3d(**overrides)``
+    (``num_classes`` defaults to the checkpoints', which must agree). Returns (state, meta)."""
+    sources = {"rgb": _source(rgb_path, "rgb_only"), "pose": _source(pose_path, "pose_only")}
+    return merge_sources(sources, "rgbpose_conv3d", overrides, num_classes, seed)
 
 
-def _model_section(config_path: Path) -> dict[str, Any]:
+def _model_section(config_path: Path) -> tuple[str, dict[str, Any]]:
+    """(model.name, model.overrides) of a run config (only its ``model:`` section is read)."""
     with open(config_path) as fh:
         cfg = yaml.safe_load(fh) or {}
     section = cfg.get("model") if isinstance(cfg, dict) else None
-    if not isinstance(section, dict):
-        raise ValueError(f"{config_path}: no 'model:' mapping")
-    if section.get("name") != "rgbpose_conv3d":
-        raise ValueError(
-            f"{config_path}: model.name is {section.get('name')!r}; merge builds 'rgbpose_conv3d'"
-        )
+    if not isinstance(section, dict) or not isinstance(section.get("name"), str):
+        raise ValueError(f"{config_path}: no 'model:' mapping with a name")
+    if isinstance(cfg.get("imports"), list):
+        from rgbpose.models.registry import import_plugins  # noqa: PLC0415
+
+        import_plugins(cfg["imports"], config_path.parent)
     overrides = section.get("overrides") or {}
     if not isinstance(overrides, dict):
         raise ValueError(f"{config_path}: model.overrides must be a mapping")
-    return overrides
+    return section["name"], overrides
 
 
 def cli_merge(argv: list[str]) -> int:
-    """``rgbpose merge --rgb RGB.pt --pose POSE.pt --config RUN.yaml -o INIT.pt``."""
+    """``rgbpose merge --from STREAM=CKPT ... --config RUN.yaml -o INIT.pt`` (or ``--rgb``
+    / ``--pose`` for RGBPoseConv3D)."""
     parser = argparse.ArgumentParser(
         prog="rgbpose merge",
-        description="Merge rgb_only + pose_only checkpoints into an RGBPoseConv3D initialisation.",
+        description="Build a stream's initialisation from the checkpoints of its init_from "
+        "streams, with the merge its model registers (RGBPoseConv3D: an RGB and a pose stream).",
     )
-    parser.add_argument("--rgb", type=Path, required=True, help="rgb_only checkpoint (.pt)")
-    parser.add_argument("--pose", type=Path, required=True, help="pose_only checkpoint (.pt)")
-    parser.add_argument("--config", type=Path, required=True, help="rgbpose_conv3d run YAML")
+    parser.add_argument(
+        "--from", dest="sources", nargs="+", default=[], metavar="STREAM=CKPT",
+        help="the init_from streams' checkpoints, e.g. rgb_only=a.pt pose_only=b.pt",
+    )  # fmt: skip
+    parser.add_argument("--rgb", type=Path, default=None, help="rgb_only checkpoint (.pt)")
+    parser.add_argument("--pose", type=Path, default=None, help="pose_only checkpoint (.pt)")
+    parser.add_argument("--config", type=Path, required=True, help="the stream's run YAML")
     parser.add_argument("-o", "--output", type=Path, required=True, help="merged checkpoint")
     parser.add_argument("--num-classes", type=int, default=None, help="default: the inputs'")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the laterals' fresh init")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fresh init")
     args = parser.parse_args(argv)
     try:
-        overrides = _model_section(args.config)
-        merged, meta = merge_checkpoints(
-            args.rgb, args.pose, overrides, args.num_classes, args.seed
-        )
+        name, overrides = _model_section(args.config)
+        sources = {}
+        for item in args.sources:
+            stream, sep, path = item.partition("=")
+            if not sep or not stream or not path:
+                raise ValueError(f"--from expects STREAM=CKPT, got {item!r}")
+            sources[stream] = _source(Path(path))
+        for label, path in (("rgb", args.rgb), ("pose", args.pose)):
+            if path is not None:
+                sources[label] = _source(path, f"{label}_only")
+        merged, meta = merge_sources(sources, name, overrides, args.num_classes, args.seed)
     except (ValueError, FileNotFoundError) as exc:
         from rgbpose.cli import report_error  # noqa: PLC0415
 

@@ -19,18 +19,24 @@ names onto them), so keep them stable::
 
 References: Feichtenhofer et al., "SlowFast Networks for Video Recognition" (ICCV 2019) for
 SlowOnly; Duan et al., "Revisiting Skeleton-based Action Recognition" (CVPR 2022) for PoseC3D.
+
+Registered models (``rgbpose.models.registry``): ``posec3d`` and ``pose_only`` take
+``heatmap_imgs`` [C,T,H,W] (C = ``in_channels``: 17 COCO joints, 19 limbs, ...), ``rgb_only``
+takes ``imgs`` [3,T,H,W]; each has one head named after the model.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rgbpose.models.heads import ClsHead
+from rgbpose.models.registry import Contract, ModelInput, register_model
 
 EXPANSION = 4  # bottleneck output channels = EXPANSION * planes
 
@@ -280,11 +286,18 @@ class Recognizer3D(nn.Module):
     ``model(x [N, C, T, H, W]) -> logits [N, num_classes]``.
     """
 
-    def __init__(self, cfg: ResNet3dConfig, num_classes: int, dropout: float = 0.5) -> None:
+    def __init__(
+        self,
+        cfg: ResNet3dConfig,
+        num_classes: int,
+        dropout: float = 0.5,
+        input_key: str = "imgs",
+    ) -> None:
         super().__init__()
         self.backbone = ResNet3d(cfg)
         self.head = ClsHead(self.backbone.out_channels, num_classes, dropout)
         self.num_classes = num_classes
+        self.input_key = input_key
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Backbone feature map ``[N, C, T', H', W']``."""
@@ -294,12 +307,71 @@ class Recognizer3D(nn.Module):
         """Pooled logits ``[N, K]`` from a feature map."""
         return self.head(features)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, *args: Tensor, **inputs: Tensor) -> Tensor:
+        """``model(x)`` or ``model(**{input_key: x})`` (the engine calls models by name)."""
+        if args:
+            (x,) = args
+        else:
+            if set(inputs) != {self.input_key}:
+                raise TypeError(f"expected the input {self.input_key!r}, got {sorted(inputs)}")
+            x = inputs[self.input_key]
         return self.forward_head(self.forward_features(x))
 
     def loss(self, outputs: Tensor, labels: Tensor) -> Tensor:
         """Cross-entropy of the logits."""
         return F.cross_entropy(outputs, labels)
+
+
+# ----------------------------------------------------------------------------- registered models
+# extra_in_channels is wired by RGBPoseConv3D, never set by users.
+BACKBONE_OVERRIDES: frozenset[str] = frozenset(
+    f.name for f in dataclasses.fields(ResNet3dConfig) if f.name != "extra_in_channels"
+)
+
+
+def resnet3d_config(
+    preset: ResNet3dConfig, overrides: Mapping[str, Any], where: str
+) -> ResNet3dConfig:
+    """``preset`` with ``overrides`` applied; unknown keys raise ``ValueError`` naming ``where``."""
+    unknown = sorted(set(overrides) - BACKBONE_OVERRIDES)
+    if unknown:
+        raise ValueError(
+            f"unknown override(s) {unknown} for {where}; allowed: {sorted(BACKBONE_OVERRIDES)}"
+        )
+    return dataclasses.replace(preset, **overrides)
+
+
+def _unimodal_contract(preset: ResNet3dConfig, key: str) -> Callable[[Mapping[str, Any]], Contract]:
+    def contract(overrides: Mapping[str, Any]) -> Contract:
+        channels = overrides.get("in_channels", preset.in_channels)
+        return Contract((ModelInput(key, "C,T,H,W", channels, "model.overrides.in_channels"),))
+
+    return contract
+
+
+def _unimodal(
+    preset: ResNet3dConfig, where: str, key: str, num_classes: int, dropout: float,
+    backbone: dict[str, Any],
+) -> Recognizer3D:  # fmt: skip
+    return Recognizer3D(resnet3d_config(preset, backbone, where), num_classes, dropout, key)
+
+
+@register_model(contract=_unimodal_contract(POSEC3D, "heatmap_imgs"))
+def posec3d(num_classes: int, dropout: float = 0.5, **backbone: Any) -> Recognizer3D:
+    """PoseC3D SlowOnly (17 -> 512 ch, temporal strides (1, 1, 2), 1.99 M backbone params)."""
+    return _unimodal(POSEC3D, "posec3d", "heatmap_imgs", num_classes, dropout, backbone)
+
+
+@register_model(contract=_unimodal_contract(POSE_ONLY, "heatmap_imgs"))
+def pose_only(num_classes: int, dropout: float = 0.5, **backbone: Any) -> Recognizer3D:
+    """The RGBPoseConv3D pose pathway alone (32 frames, no temporal stride)."""
+    return _unimodal(POSE_ONLY, "pose_only", "heatmap_imgs", num_classes, dropout, backbone)
+
+
+@register_model(contract=_unimodal_contract(RGB_ONLY, "imgs"))
+def rgb_only(num_classes: int, dropout: float = 0.5, **backbone: Any) -> Recognizer3D:
+    """SlowOnly-R50 on 8 RGB frames (3 -> 2048 ch, 31.6 M backbone params)."""
+    return _unimodal(RGB_ONLY, "rgb_only", "imgs", num_classes, dropout, backbone)
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -319,6 +391,10 @@ __all__ = [
     "ResNet3dConfig",
     "Stem",
     "count_parameters",
+    "pose_only",
+    "posec3d",
+    "resnet3d_config",
+    "rgb_only",
     "init_conv_bn",
     "make_stage",
 ]

@@ -32,15 +32,24 @@ Module names (checkpoint format): ``rgb.*``, ``pose.*`` (ResNet3d names),
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rgbpose.models.heads import RGBPose, RGBPoseHead
-from rgbpose.models.resnet3d import POSE_ONLY, RGB_ONLY, ResNet3d, ResNet3dConfig, init_conv_bn
+from rgbpose.models.registry import Contract, ModelInput, register_model
+from rgbpose.models.resnet3d import (
+    POSE_ONLY,
+    RGB_ONLY,
+    ResNet3d,
+    ResNet3dConfig,
+    init_conv_bn,
+    resnet3d_config,
+)
 
 
 @dataclass(frozen=True)
@@ -269,7 +278,8 @@ class RGBPoseConv3D(nn.Module):
 class RGBPoseRecognizer(nn.Module):
     """RGBPoseConv3D backbone + :class:`RGBPoseHead`.
 
-    ``model(rgb, pose) -> RGBPose(rgb=logits [N,K], pose=logits [N,K])``;
+    ``model(imgs, heatmap_imgs) -> RGBPose(rgb=logits [N,K], pose=logits [N,K])`` (the engine
+    calls it by name: ``model(imgs=..., heatmap_imgs=...)``);
     ``loss = CE(rgb) + CE(pose)`` (no fused loss; the heads are late-fused at test time).
     """
 
@@ -289,9 +299,92 @@ class RGBPoseRecognizer(nn.Module):
         """Per-pathway logits from per-pathway feature maps."""
         return self.head(features)
 
-    def forward(self, rgb: Tensor, pose: Tensor) -> RGBPose:
-        return self.forward_head(self.forward_features(rgb, pose))
+    def forward(self, imgs: Tensor, heatmap_imgs: Tensor) -> RGBPose:
+        return self.forward_head(self.forward_features(imgs, heatmap_imgs))
 
     def loss(self, outputs: RGBPose, labels: Tensor) -> Tensor:
         """CE(rgb logits) + CE(pose logits)."""
         return F.cross_entropy(outputs.rgb, labels) + F.cross_entropy(outputs.pose, labels)
+
+
+# ----------------------------------------------------------------------------- registered model
+def _contract(overrides: Mapping[str, Any]) -> Contract:
+    rgb, pose = overrides.get("rgb") or {}, overrides.get("pose") or {}
+    return Contract(
+        inputs=(
+            ModelInput(
+                "imgs",
+                "C,T,H,W",
+                rgb.get("in_channels", RGB_ONLY.in_channels),
+                "model.overrides.rgb.in_channels",
+            ),
+            ModelInput(
+                "heatmap_imgs",
+                "C,T,H,W",
+                pose.get("in_channels", POSE_ONLY.in_channels),
+                "model.overrides.pose.in_channels",
+                time_ratio=int(overrides.get("speed_ratio", 4)),
+                ratio_key="model.overrides.speed_ratio",
+            ),
+        ),  # fmt: skip
+        heads=("rgb", "pose"),
+    )
+
+
+def _merge(sources: Mapping[str, Mapping[str, Any]], model: nn.Module) -> dict[str, Tensor]:
+    """``init_from`` of an RGBPoseConv3D stream: one source whose model takes ``imgs`` (the RGB
+    pathway) and one that takes ``heatmap_imgs`` (the pose pathway); see ``merge_unimodal``."""
+    from rgbpose.models.convert import merge_unimodal  # noqa: PLC0415
+    from rgbpose.models.registry import get_entry  # noqa: PLC0415
+
+    by_input: dict[str, str] = {}
+    for name, src in sources.items():
+        meta = src["meta"]
+        model_name = meta.get("model_name")
+        if model_name is None:
+            raise ValueError(f"{src['path']}: checkpoint meta has no model_name")
+        keys = get_entry(model_name).contract(meta.get("overrides")).input_keys
+        if len(keys) != 1 or keys[0] not in ("imgs", "heatmap_imgs"):
+            raise ValueError(
+                f"init_from {name!r} ({src['path']}): a {model_name!r} model (inputs {keys}) is "
+                "neither an RGB nor a pose pathway"
+            )
+        if keys[0] in by_input:
+            raise ValueError(
+                f"init_from: {by_input[keys[0]]!r} and {name!r} both take {keys[0]!r}; "
+                "rgbpose_conv3d needs one RGB and one pose stream"
+            )
+        by_input[keys[0]] = name
+    missing = sorted({"imgs", "heatmap_imgs"} - set(by_input))
+    if missing:
+        raise ValueError(f"init_from: rgbpose_conv3d needs a stream that takes {missing[0]!r}")
+    rgb, pose = (sources[by_input[k]]["state"] for k in ("imgs", "heatmap_imgs"))
+    return merge_unimodal(rgb, pose, model)
+
+
+@register_model(contract=_contract, merge=_merge)
+def rgbpose_conv3d(
+    num_classes: int,
+    rgb: Mapping[str, Any] | None = None,
+    pose: Mapping[str, Any] | None = None,
+    dropout: float = 0.5,
+    lateral_drop_path: float = 0.0,
+    detach_lateral: bool = False,
+    speed_ratio: int = 4,
+    channel_ratio: int = 4,
+    lateral_kernel: int = 7,
+) -> RGBPoseRecognizer:
+    """RGBPoseConv3D (rgb_only + pose_only pathways, four laterals, ~36.0 M backbone params)."""
+    for name, value in (("rgb", rgb), ("pose", pose)):
+        if value is not None and not isinstance(value, Mapping):
+            raise ValueError(f"rgbpose_conv3d override {name!r} must be a mapping, got {value!r}")
+    cfg = RGBPoseConfig(
+        rgb=resnet3d_config(RGB_ONLY, rgb or {}, "rgbpose_conv3d.rgb"),
+        pose=resnet3d_config(POSE_ONLY, pose or {}, "rgbpose_conv3d.pose"),
+        speed_ratio=speed_ratio,
+        channel_ratio=channel_ratio,
+        lateral_kernel=lateral_kernel,
+        lateral_drop_path=lateral_drop_path,
+        detach_lateral=detach_lateral,
+    )
+    return RGBPoseRecognizer(cfg, num_classes, dropout)

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CORES ?= all
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo test lint setup clean-results
+.PHONY: demo demo-posec3d test lint setup clean-results
 
 setup: $(STAMP)
 
@@ -25,6 +25,11 @@ $(STAMP): envs/requirements.txt pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --workflow-profile profiles/default
+
+# The demo plus the PoseC3D joint and limb streams and their fusion (config/extra/demo_posec3d.yaml).
+demo-posec3d: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --workflow-profile profiles/default \
+		--configfile config/config.yaml config/extra/demo_posec3d.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks workflow

@@ -255,3 +255,35 @@ def test_the_plugin_stream_trains_tests_and_fuses_through_the_clis(tmp_path):
     report = json.loads(out.read_text())
     assert list(report) == ["skel", "twice", "num_val_samples"]
     assert report["skel"]["top1"] == report["twice"]["top1"] == 1.0
+
+
+def test_every_shipped_stream_fits_its_data():
+    """Every stream of config/config.yaml and config/extra/*.yaml: its run config loads and its
+    model takes what its data gives for the dataset's pose layout (17 joints / 17 limbs)."""
+    from rgbpose.engine.config import check_model_data, load_run_config
+
+    files = [REPO / "config/config.yaml", *sorted((REPO / "config/extra").glob("*.yaml"))]
+    checked = set()
+    for f in files:
+        for name, ds in yaml.safe_load(f.read_text())["datasets"].items():
+            layout = {"ntu25": "ntu25", "native": None}.get(ds.get("pose_layout"), "coco17")
+            for stream, scfg in ds["streams"].items():
+                cfg = load_run_config(REPO / scfg["config"])
+                check_model_data(cfg, scfg["config"], layout)
+                checked.add((name, stream))
+    assert {("demo", "posec3d_limb"), ("ntu120", "rgbpose"), ("ntu60", "posec3d_joint")} <= checked
+    assert len(checked) == 3 + 2 + 5 + 5
+
+
+def test_demo_posec3d_adds_two_streams_and_their_fusion():
+    """make demo-posec3d: --configfile merges config/extra/demo_posec3d.yaml into the demo."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores", "1", "--configfile",
+           "config/config.yaml", "config/extra/demo_posec3d.yaml"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = planned(proc.stdout + proc.stderr)
+    trained = sorted(o.split("/")[2] for o in jobs["train"] if o.endswith("best.pt"))
+    assert trained == ["pose_only", "posec3d_joint", "posec3d_limb", "rgb_only", "rgbpose"]
+    fuse = next(j for j in planned_jobs(proc.stdout + proc.stderr) if j["rule"] == "fuse")
+    assert "results/demo_xsub/posec3d_limb/scores.pkl" in fuse["input"]

@@ -41,7 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "denoise": ("rgbpose.preprocess.denoise", "denoise / track poses and select persons"),
     "build-annotations": ("rgbpose.preprocess.annotations", "write the PYSKL annotation pickle"),
     "train": ("rgbpose.engine.train", "train a model (single process or torchrun)"),
-    "merge": ("rgbpose.models.convert", "merge rgb_only + pose_only into an RGBPoseConv3D init"),
+    "merge": ("rgbpose.models.convert", "build a stream's init from its init_from checkpoints"),
     "import-pyskl": ("rgbpose.models.convert", "convert a PYSKL/mmaction2 checkpoint"),
     "test": ("rgbpose.engine.evaluate", "multi-clip test: scores and metrics"),
     "fuse": ("rgbpose.engine.fusion", "late-fuse score files into fusion.txt/json"),

@@ -1,10 +1,9 @@
 """The training loop and ``rgbpose train``: SGD + schedule, DDP via torchrun, exact resume.
 
 ``train()`` is generic over the model and the datasets: the model is any ``nn.Module`` with
-``.loss(outputs, labels)``; the datasets yield the contract's items (``'label'``, ``'frame_dir'``
-and ``'imgs'`` and/or ``'heatmap_imgs'`` shaped ``[V, ...]``). A two-input model is called
-``model(imgs, heatmap_imgs)``, a one-input model ``model(x)``; views are flattened
-``[B, V, ...] -> [B*V, ...]`` first.
+``.loss(outputs, labels)``, called by the names of its inputs (its registered contract:
+``model(imgs=..., heatmap_imgs=...)``), views flattened ``[B, V, ...] -> [B*V, ...]`` first;
+the datasets yield ``'label'``, ``'frame_dir'`` and those inputs shaped ``[V, ...]``.
 
 Files in ``work_dir`` (undeclared in Snakemake, so they survive a failed job)::
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rgbpose.data.sampling import TEST_SAMPLINGS, TestSampling
 from rgbpose.layouts import Layout, get_layout
 
 BUILTIN_MODALITIES = ("pose", "rgb", "rgbpose")
@@ -69,7 +70,10 @@ class PipelineConfig:
     * ``layout``: joint layout name (None: the annotation's 'layout', else from the joint
       count);
     * ``video_ext``: videos are ``<video_dir>/<frame_dir><video_ext>``;
-    * ``frame_tolerance``: indices this many frames past a video's decoded length are clamped.
+    * ``frame_tolerance``: indices this many frames past a video's decoded length are clamped;
+    * ``test_sampling``: the val/test clip indices (``rgbpose.data.sampling``): ``'ours'``
+      (default; a local ``default_rng(255)`` per sample) or ``'pyskl'`` (PYSKL's exact test
+      indices, from a local legacy ``RandomState(255)`` drawn in PYSKL's order).
     """
 
     modality: str = "rgbpose"
@@ -96,6 +100,7 @@ class PipelineConfig:
     layout: str | None = None
     video_ext: str = ".mp4"
     frame_tolerance: int = 5
+    test_sampling: TestSampling = "ours"
 
     def __post_init__(self) -> None:
         problems = []
@@ -123,6 +128,10 @@ class PipelineConfig:
             problems.append(f"crop_aspect must satisfy 0 < lo <= hi, got {self.crop_aspect}")
         if not 0 <= self.flip_ratio <= 1:
             problems.append(f"flip_ratio must be in [0, 1], got {self.flip_ratio}")
+        if self.test_sampling not in TEST_SAMPLINGS:
+            problems.append(
+                f"test_sampling must be one of {TEST_SAMPLINGS}, got {self.test_sampling!r}"
+            )
         if self.layout is not None:
             try:
                 get_layout(self.layout)

@@ -186,7 +186,12 @@ class ActionDataset(Dataset):
         if cfg.uses_pose:
             clip_lens["pose"] = cfg.pose_clip_len
         inds = mm_uniform_sample(
-            total, clip_lens, self.num_views, test_mode=self.test_mode, rng=rng
+            total,
+            clip_lens,
+            self.num_views,
+            test_mode=self.test_mode,
+            rng=rng,
+            test_sampling=cfg.test_sampling,
         )
 
         if not cfg.uses_pose and "keypoint" not in ann:

@@ -27,6 +27,10 @@ the lateral into a pathway carries ``own width / channel_ratio`` channels (RGB: 
 Module names (checkpoint format): ``rgb.*``, ``pose.*`` (ResNet3d names),
 ``rgb_laterals.layer{i}.conv`` (lateral concatenated after rgb stage i),
 ``pose_laterals.layer{j}.conv`` / ``.bn`` (after pose stage j).
+
+Init (as the reference, whose init touches only ``nn.Conv3d`` and BN): the pathways and the
+pose -> rgb Conv3d laterals are Kaiming-normal (fan_out); the rgb -> pose ConvTranspose3d
+laterals keep PyTorch's default uniform init (std 0.0386 / 0.0273 for layer1 / layer2).
 """
 
 from __future__ import annotations
@@ -219,8 +223,14 @@ class RGBPoseConv3D(nn.Module):
                 cfg.lateral_kernel,
             )
         self._fusion = dict(cfg.fusion_stages)  # rgb stage -> pose stage
-        init_conv_bn(self.rgb_laterals)
-        init_conv_bn(self.pose_laterals)
+        # As mmaction2 / PYSKL: only nn.Conv3d gets Kaiming (fan_out) and BN gets 1 / 0; the
+        # rgb -> pose ConvTranspose3d keeps PyTorch's default init (uniform, kaiming a=sqrt(5)
+        # on its fan_in = out_channels * kernel, i.e. std 1 / sqrt(3 * fan_in)).
+        for lateral in (*self.rgb_laterals.values(), *self.pose_laterals.values()):
+            if isinstance(lateral.conv, nn.Conv3d):
+                init_conv_bn(lateral.conv)
+            if lateral.bn is not None:
+                init_conv_bn(lateral.bn)
 
     def padded_weight_keys(self) -> dict[str, int]:
         """Keys (relative to this backbone) of the first-block weights that take lateral input,

@@ -42,7 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build-annotations": ("rgbpose.preprocess.annotations", "write the PYSKL annotation pickle"),
     "train": ("rgbpose.engine.train", "train a model (single process or torchrun)"),
     "merge": ("rgbpose.models.convert", "build a stream's init from its init_from checkpoints"),
-    "import-pyskl": ("rgbpose.models.convert", "convert a PYSKL/mmaction2 checkpoint"),
+    "import-pyskl": ("rgbpose.models.pyskl_import", "convert a PYSKL/mmaction2 checkpoint"),
     "test": ("rgbpose.engine.evaluate", "multi-clip test: scores and metrics"),
     "fuse": ("rgbpose.engine.fusion", "late-fuse score files into fusion.txt/json"),
     "predict": ("rgbpose.predict", "top-5 actions for one video"),

@@ -24,13 +24,14 @@ ours::
     cls_head.fc_cls / fc_rgb / fc_pose        -> head.fc / head.rgb.fc / head.pose.fc
 
 Both are strict: every key of the target model is produced exactly once with the right shape,
-and every source key is used; otherwise ``ValueError`` lists the offending keys.
+and every source key is used; otherwise ``ValueError`` lists the offending keys.  The
+``rgbpose import-pyskl`` command (reading published files, recording the run config) is
+``rgbpose.models.pyskl_import``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import pickle
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -42,7 +43,6 @@ import yaml
 from torch import Tensor, nn
 
 from rgbpose.io import atomic_path, checkpoint_load_problem
-from rgbpose.models import build_model, model_spec
 from rgbpose.models.init_from import merge_sources
 from rgbpose.models.rgbpose import RGBPoseRecognizer
 
@@ -348,35 +348,4 @@ def cli_merge(argv: list[str]) -> int:
 
         return report_error("rgbpose merge", exc)
     _save_checkpoint(merged, meta, args.output)
-    return 0
-
-
-def cli_import_pyskl(argv: list[str]) -> int:
-    """``rgbpose import-pyskl IN.pth --model NAME --num-classes K [--overrides-json J] -o OUT.pt``."""
-    parser = argparse.ArgumentParser(
-        prog="rgbpose import-pyskl",
-        description="Convert a PYSKL/mmaction2 checkpoint into an rgbpose checkpoint.",
-    )
-    parser.add_argument("input", type=Path, help="PYSKL checkpoint ({'state_dict': ...})")
-    parser.add_argument(
-        "--model", required=True, help="posec3d | pose_only | rgb_only | rgbpose_conv3d"
-    )
-    parser.add_argument("--num-classes", type=int, required=True)
-    parser.add_argument("--overrides-json", default="{}", help="build_model overrides as JSON")
-    parser.add_argument("-o", "--output", type=Path, required=True)
-    args = parser.parse_args(argv)
-    try:
-        overrides = json.loads(args.overrides_json)
-        if not isinstance(overrides, dict):
-            raise ValueError(f"--overrides-json must be a JSON object, got {args.overrides_json}")
-        model = build_model(args.model, args.num_classes, **overrides)
-        state, _ = _state_and_meta(_load_torch(args.input), args.input, "state_dict")
-        converted = import_pyskl(state, model)
-    except (ValueError, FileNotFoundError, json.JSONDecodeError) as exc:
-        from rgbpose.cli import report_error  # noqa: PLC0415
-
-        return report_error("rgbpose import-pyskl", exc)
-    meta = model_spec(model)
-    meta["imported_from"] = str(args.input)
-    _save_checkpoint(converted, meta, args.output)
     return 0

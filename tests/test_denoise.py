@@ -282,3 +282,12 @@ def test_removed_frames_recorded_as_video_frame_indices():
     # nothing removed: no mapping needed
     full = kinect_pose([(list(range(10)), moving(0.1))], T=10)
     assert "frame_inds" not in denoise_kinect(full)
+
+
+def test_help_names_the_compat_modes_and_does_not_call_trim_pyskl(capsys):
+    with pytest.raises(SystemExit) as ei:
+        cli(["--help"])
+    assert ei.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--compat {none,infogcn,pyskl}" in text
+    assert "(PYSKL)" not in text and "trim leading/trailing empty frames (keeps the video" in text

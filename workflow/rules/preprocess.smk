@@ -130,9 +130,10 @@ rule denoise_poses:
         runtime=30,
     params:
         policy=bad_sample_policy,
+        compat=lambda w: dataset_cfg(w.dataset)["denoise_compat"],
     shell:
         "rgbpose denoise {input:q} -o {output.poses:q} --skipped {output.skipped:q}"
-        " --on-bad-sample {params.policy} > {log:q} 2>&1"
+        " --compat {params.compat:q} --on-bad-sample {params.policy} > {log:q} 2>&1"
 
 
 rule build_annotations:

@@ -3,8 +3,9 @@
 DESIGN.md section 3.3.  Input and output are pose dicts (``posedict.py``); the output has at
 most ``max_persons`` (2) actor slots and no ``body_ids``.
 
-Kinect (layout ``ntu25`` with ``keypoint3d``), the rules SGN / InfoGCN / PYSKL agree on, applied
-while a sample has more than one bodyID:
+Kinect (layout ``ntu25`` with ``keypoint3d``), the thresholds SGN / InfoGCN / PYSKL share, applied
+while a sample has more than one bodyID (``--compat infogcn|pyskl`` reproduces either reference
+exactly instead: ``denoise_compat.py``, whose table lists the differences):
 
 1. drop bodies present in <= 11 frames;
 2. spread test on the 3D joints: frame f of a body is *valid* iff
@@ -12,22 +13,22 @@ while a sample has more than one bodyID:
    fraction >= 0.69754 is dropped, otherwise its motion becomes
    ``min(motion, motion over the valid frames only)``.  As in SGN, bodies are tested in order of
    first appearance and the test stops once a single body is left, so a lone (e.g. lying)
-   person is never removed by it;
+   person is never removed by it (PYSKL tests every body and crashes when all are wide);
 3. ``motion`` = ``sum over x, y, z of var(coordinate)``, the population variance (ddof 0) of the
    pooled ``[F * 25]`` samples of each coordinate over the body's present frames, i.e.
    ``np.var(xyz.reshape(-1, 3), axis=0).sum()`` as SGN and PYSKL compute it.  Bodies are sorted by
    motion (descending; ties keep first-appearance order) and assigned greedily: the first opens
    slot 1; a body goes to slot 1 if its frame span ``[first, last]`` (inclusive) shares no frame
    with the spans already in slot 1, else to slot 2 under the same test, else it is discarded.
-   (SGN compares against the hull of a slot's spans and lets spans that touch at one frame
-   share it; we use the exact union of spans and never write a frame twice.)
-4. empty frames (no slot present): ``trim`` (default, PYSKL) cuts only leading and trailing
-   empty frames, keeping the timeline of the remaining ones; ``drop`` (SGN) removes every empty
-   frame.  Rule 4 applies to single-body samples too.
+   (SGN and PYSKL compare against the hull of a slot's spans, SGN lets spans that touch at one
+   frame share it; we use the exact union of spans and never write a frame twice.)
+4. empty frames (no slot present): ``trim`` (default, ours; not PYSKL's) cuts only leading and
+   trailing ones, keeping the video's timeline; ``drop`` removes them all (as the references drop
+   frames listing no body).  Rule 4 applies to single-body samples too.
 
 If every body is dropped (possible only when several bodies are all present in <= 11 frames) the
-sample is a bad sample, "no valid body after denoising": SGN would emit an empty sample; we report
-it (skip TSV or failure) instead of guessing a body.
+sample is a bad sample, "no valid body after denoising": SGN and PYSKL crash on it; we report it
+(skip TSV or failure) instead of guessing a body.
 
 Estimator layouts (``coco17``): detections are linked frame to frame into tracks by Hungarian
 matching (``scipy.optimize.linear_sum_assignment``) against each live track's last pose, with the
@@ -46,6 +47,7 @@ pose frame t stays video frame t.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +62,9 @@ from .posedict import check_pose_arrays
 from .stage import add_bad_sample_args, finish_skips, run_samples
 
 EmptyFrames = Literal["trim", "drop"]
+#: ``none`` = our rules; the others reproduce a reference exactly (``denoise_compat.py``).
+Compat = Literal["none", "infogcn", "pyskl"]
+COMPAT_MODES: tuple[Compat, ...] = ("none", "infogcn", "pyskl")
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,19 +195,24 @@ def denoise_kinect(
             for key in out:
                 out[key][k, f] = np.asarray(pose[key])[m, f]
     keep = _keep_frames(out["present"], cfg.empty_frames)
-    result = _with_arrays(pose, {key: arr[:, keep] for key, arr in out.items()})
-    if keep.size != T:
+    return with_arrays(pose, {key: arr[:, keep] for key, arr in out.items()}, keep)
+
+
+def with_arrays(
+    pose: dict[str, Any], arrays: dict[str, np.ndarray], keep: np.ndarray | None = None
+) -> dict[str, Any]:
+    """A copy of ``pose``'s metadata with new arrays (and total_frames), without body_ids.
+
+    ``keep``: the input frames the arrays hold, when not all (recorded in ``frame_inds``).
+    """
+    meta = {k: v for k, v in pose.items() if k not in arrays and k != "body_ids"}
+    meta["total_frames"] = int(arrays["keypoint"].shape[1])
+    T = pose["keypoint"].shape[1]
+    if keep is not None and keep.size != T:
         # Pose frame t is now video frame frame_inds[t]: the RGB pipeline decodes through it so
         # both modalities stay aligned after trimming or dropping empty frames.
         before = np.asarray(pose.get("frame_inds", np.arange(T)), np.int64)
-        result["frame_inds"] = before[keep].astype(np.int32)
-    return result
-
-
-def _with_arrays(pose: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    """A copy of ``pose``'s metadata with new arrays (and total_frames), without body_ids."""
-    meta = {k: v for k, v in pose.items() if k not in arrays and k != "body_ids"}
-    meta["total_frames"] = int(arrays["keypoint"].shape[1])
+        meta["frame_inds"] = before[keep].astype(np.int32)
     return {**meta, **arrays}
 
 
@@ -347,7 +357,7 @@ def denoise_estimator(
             out_kp[k], out_sc[k], out_present[k], cfg.max_gap
         )
     arrays = {"keypoint": out_kp, "keypoint_score": out_sc, "present": out_present}
-    return _with_arrays(pose, arrays)
+    return with_arrays(pose, arrays)
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,15 +370,25 @@ def denoise_pose(
     kinect: KinectDenoiseConfig = KinectDenoiseConfig(),
     tracker: TrackerConfig = TrackerConfig(),
     source: str = "",
+    compat: Compat = "none",
+    notes: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Validate one pose dict and denoise it with the Kinect rules or the tracker."""
+    """Validate one pose dict and denoise it: Kinect rules (ours, or ``compat``'s, which also
+    adds its warnings to ``notes``) or the tracker."""
     layout = check_pose_arrays(pose, source)
+    name = pose["frame_dir"]
     if "present" not in pose:
-        raise BadSampleError(source, f"{pose['frame_dir']}: pose dict has no 'present' mask")
+        raise BadSampleError(source, f"{name}: pose dict has no 'present' mask")
     if "keypoint3d" in pose:
         if layout.name != "ntu25":
-            raise BadSampleError(source, f"{pose['frame_dir']}: keypoint3d with {layout.name}")
-        return denoise_kinect(pose, kinect, source)
+            raise BadSampleError(source, f"{name}: keypoint3d with {layout.name}")
+        if compat == "none":
+            return denoise_kinect(pose, kinect, source)
+        from .denoise_compat import denoise_kinect_compat  # noqa: PLC0415 (it imports this)
+
+        return denoise_kinect_compat(pose, compat, source, notes)
+    if compat != "none":
+        raise BadSampleError(source, f"{name}: --compat {compat} needs Kinect poses (keypoint3d)")
     return denoise_estimator(pose, tracker, source=source)
 
 
@@ -385,12 +405,22 @@ def cli(argv: Sequence[str] | None = None) -> int:
         "--empty-frames",
         choices=("trim", "drop"),
         default="trim",
-        help="kinect: trim leading/trailing empty frames (PYSKL) or drop all (SGN)",
+        help="kinect: trim leading/trailing empty frames (keeps the video timeline) or drop all",
+    )
+    p.add_argument(
+        "--compat",
+        choices=COMPAT_MODES,
+        default="none",
+        help="kinect: our rules (none) or a reference's NTU preprocessing exactly: infogcn (SGN's "
+        "get_raw_skes_data + get_raw_denoised_data) or pyskl (tools/data/ntu_preproc.py; where "
+        "it crashes, every body too wide, InfoGCN's survivor is kept with a warning)",
     )
     p.add_argument("--max-gap", type=int, default=5, help="estimators: longest gap interpolated")
     p.add_argument("--min-track", type=int, default=3, help="estimators: shortest track kept")
     add_bad_sample_args(p)
     args = p.parse_args(argv)
+    if args.compat != "none" and (args.empty_frames != "trim" or args.max_persons != 2):
+        p.error(f"--compat {args.compat} fixes the frames and 2 persons as the reference does")
     prog = "rgbpose denoise"
     from rgbpose.cli import report_error  # noqa: PLC0415
 
@@ -406,9 +436,12 @@ def cli(argv: Sequence[str] | None = None) -> int:
             raise BadSampleError(src, f"expected a list of pose dicts, got {type(poses).__name__}")
     except (OSError, BadSampleError) as exc:
         return report_error(prog, exc)
+    if args.compat != "none" and any(isinstance(d, dict) and "keypoint3d" not in d for d in poses):
+        p.error(f"--compat {args.compat} applies to Kinect poses only; {src} has others")
+    notes: list[str] = []
 
     def work(pose: Any) -> dict[str, Any]:
-        return denoise_pose(pose, kcfg, tcfg, src)
+        return denoise_pose(pose, kcfg, tcfg, src, args.compat, notes)
 
     def name_of(pose: Any) -> str:
         return str(pose.get("frame_dir", "?")) if isinstance(pose, dict) else "?"
@@ -420,6 +453,8 @@ def cli(argv: Sequence[str] | None = None) -> int:
     out = [res for _, res in done]
     dump_pickle(out, args.output)
     finish_skips(skip, args.skipped)
+    for note in notes:
+        print(f"{prog}: warning: {note}", file=sys.stderr)
     two = sum(d["keypoint"].shape[0] == 2 for d in out)
     print(
         f"denoised {len(out)} sample(s) ({two} with two persons) to {args.output}; "

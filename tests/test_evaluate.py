@@ -176,3 +176,20 @@ def test_model_from_checkpoint_rebuilds_and_refuses_mismatches(tmp_path):
     torch.save({"model": model.state_dict(), "meta": {}}, tmp_path / "bare.pt")
     with pytest.raises(BadSampleError, match=r"bare\.pt: checkpoint meta lacks the run config"):
         model_from_checkpoint(tmp_path / "bare.pt")
+
+
+def test_head_outputs_conventions() -> None:
+    from typing import NamedTuple
+
+    from rgbpose.engine.runtime import head_outputs
+
+    class WithLatent(NamedTuple):
+        logits: torch.Tensor
+        z: torch.Tensor
+
+    t, z = torch.ones(2, 3), torch.zeros(2, 5)
+    assert list(head_outputs(t, "m")) == ["m"]
+    named = head_outputs(WithLatent(t, z), "infogcn")  # z is for the loss only
+    assert list(named) == ["infogcn"] and named["infogcn"] is t
+    assert list(head_outputs(Pair(t, 2 * t), "x")) == ["rgb", "pose"]
+    assert list(head_outputs({"a": t, "b": t}, "x")) == ["a", "b"]

@@ -89,14 +89,19 @@ def prepare_inputs(
 
 
 def head_outputs(outputs: Any, head_name: str) -> dict[str, torch.Tensor]:
-    """Name the logits a model returned: a NamedTuple gives its fields ('rgb', 'pose'), a single
-    tensor the given ``head_name``."""
+    """Name the logits a model returned.
+
+    * a tensor: the one head, named ``head_name``;
+    * a NamedTuple or dict with a ``logits`` entry: that entry is the one head, named
+      ``head_name``; the other entries are for the model's loss only (e.g. InfoGCN's latent z);
+    * any other NamedTuple or dict: one head per entry (RGBPoseConv3D: 'rgb', 'pose').
+    """
     if isinstance(outputs, torch.Tensor):
         return {head_name: outputs}
     if hasattr(outputs, "_fields"):
-        return dict(zip(outputs._fields, outputs))
+        outputs = outputs._asdict()
     if isinstance(outputs, dict):
-        return dict(outputs)
+        return {head_name: outputs["logits"]} if "logits" in outputs else dict(outputs)
     raise TypeError(f"unsupported model output type {type(outputs).__name__}")
 
 

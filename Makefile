@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CORES ?= all
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo demo-posec3d test lint setup clean-results
+.PHONY: demo demo-posec3d demo-zoo test lint setup clean-results
 
 setup: $(STAMP)
 
@@ -30,6 +30,12 @@ demo: $(STAMP)
 demo-posec3d: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --workflow-profile profiles/default \
 		--configfile config/config.yaml config/extra/demo_posec3d.yaml
+
+# The demo plus a small config of every skeleton family with their ensembles
+# (config/extra/demo_zoo.yaml): fusion.txt then lists every stream and ensemble.
+demo-zoo: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --workflow-profile profiles/default \
+		--configfile config/config.yaml config/extra/demo_zoo.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks workflow

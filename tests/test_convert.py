@@ -10,7 +10,7 @@ import torch
 import yaml
 from torch import nn
 
-from rgbpose.models import MODELS, build_from_spec, build_model
+from rgbpose.models import build_from_spec, build_model
 from rgbpose.models.convert import cli_merge, import_pyskl, merge_unimodal, pyskl_key
 from rgbpose.models.pyskl_import import cli as cli_import_pyskl
 
@@ -246,7 +246,7 @@ def test_pyskl_full_size_names_and_shapes():
     assert list(converted) == list(model.state_dict())
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(SMALL))  # the ResNet3d family PYSKL names map onto
 def test_import_pyskl_round_trip(name):
     torch.manual_seed(0)
     source = _perturb(build_model(name, K, **SMALL[name]), 7)

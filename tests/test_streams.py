@@ -182,12 +182,14 @@ def test_ntu_plans_posec3d_joint_and_limb_with_their_fusion(tmp_path):
     proc = dry_run(tmp_path, cfg, "results/ntu60_xsub/fusion.txt")
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = planned(proc.stdout + proc.stderr)
-    assert sorted(o for o in jobs["train"] if o.endswith("best.pt")) == sorted(
-        f"results/ntu60_xsub/{s}/best.pt"
-        for s in ("rgb_only", "pose_only", "rgbpose", "posec3d_joint", "posec3d_limb")
-    )
-    assert jobs["merge"] == ["results/ntu60_xsub/rgbpose/init.pt"]
-    assert len(jobs["test"]) == 5 * 4  # scores, metrics, confusion, per-class of each stream
+    trained = sorted(o.split("/")[2] for o in jobs["train"] if o.endswith("best.pt"))
+    assert trained == sorted(ntu["streams"]) and len(trained) == 23
+    assert {"posec3d_joint", "posec3d_limb"} <= set(trained)
+    assert sorted(jobs["merge"]) == [
+        f"results/ntu60_xsub/{s}/init.pt"
+        for s in ("rgbpose", "ske2grid_6", "ske2grid_7", "ske2grid_8")
+    ]
+    assert len(jobs["test"]) == 23 * 4  # scores, metrics, confusion, per-class of each stream
     assert set(ntu["streams"]) >= {"posec3d_joint", "posec3d_limb"}
     assert ntu["fusions"]["posec3d_fusion"]["weights"] == {"posec3d_joint": 1, "posec3d_limb": 1}
     from rgbpose.engine.config import check_model_data, load_run_config
@@ -272,7 +274,12 @@ def test_every_shipped_stream_fits_its_data():
                 check_model_data(cfg, scfg["config"], layout)
                 checked.add((name, stream))
     assert {("demo", "posec3d_limb"), ("ntu120", "rgbpose"), ("ntu60", "posec3d_joint")} <= checked
-    assert len(checked) == 3 + 2 + 5 + 5
+    assert {
+        ("demo", "ske2grid_6"),
+        ("ntu120", "infogcn_k8_mot"),
+        ("demo", "infogcn_mot"),
+    } <= checked
+    assert len(checked) == 3 + 2 + 8 + 23 + 23
 
 
 def test_demo_posec3d_adds_two_streams_and_their_fusion():
@@ -287,3 +294,28 @@ def test_demo_posec3d_adds_two_streams_and_their_fusion():
     assert trained == ["pose_only", "posec3d_joint", "posec3d_limb", "rgb_only", "rgbpose"]
     fuse = next(j for j in planned_jobs(proc.stdout + proc.stderr) if j["rule"] == "fuse")
     assert "results/demo_xsub/posec3d_limb/scores.pkl" in fuse["input"]
+
+
+def test_a_stream_sets_run_config_keys_for_train_test_and_merge(tmp_path):
+    """streams.<s>.set: dotted run-config keys passed as --set to the stream's jobs, checked
+    while planning like the file's own keys."""
+
+    def declare(d):
+        d["streams"]["pose_only"]["set"] = {"schedule.epochs": 3, "data.sigma": 0.7}
+        d["streams"]["rgbpose"]["set"] = {"model.overrides.dropout": 0.3}
+
+    proc = dry_run(tmp_path, tiny_config(declare), "results/tiny_xsub/fusion.txt", "-p")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert (
+        "--out results/tiny_xsub/pose_only/best.pt  --set data.sigma=0.7 schedule.epochs=3" in out
+    )
+    assert "--set model.overrides.dropout=0.3 -o results/tiny_xsub/rgbpose/init.pt" in out
+    bad = dry_run(
+        tmp_path,
+        tiny_config(lambda d: d["streams"]["pose_only"].update(set={"optim.lrr": 1})),
+        "results/tiny_xsub/fusion.txt",
+    )
+    assert bad.returncode != 0
+    assert "datasets.tiny.streams.pose_only.config:" in bad.stdout + bad.stderr
+    assert "unknown key 'optim.lrr'" in bad.stdout + bad.stderr

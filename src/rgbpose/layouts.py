@@ -72,7 +72,8 @@ NTU25 = Layout(
     ),
     left=(4, 5, 6, 7, 12, 13, 14, 15, 21, 22),
     right=(8, 9, 10, 11, 16, 17, 18, 19, 23, 24),
-    # Kinect bone list (child, parent), 0-based; SpineMid-rooted tree as InfoGCN uses.
+    # Kinect bone list (child, parent), 0-based; a SpineMid-rooted tree. (InfoGCN chains hand ->
+    # thumb -> hand tip for joints 21 and 23: rgbpose.models.infogcn keeps its own tree.)
     limbs=(
         (0, 1), (1, 20), (2, 20), (3, 2), (4, 20), (5, 4), (6, 5), (7, 6), (8, 20), (9, 8),
         (10, 9), (11, 10), (12, 0), (13, 12), (14, 13), (15, 14), (16, 0), (17, 16), (18, 17),

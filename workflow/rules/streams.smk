@@ -64,10 +64,11 @@ def stream_run_config(dataset, stream):
     from rgbpose.engine.config import check_model_data, load_run_config
     from rgbpose.io import ConfigError
 
-    path = stream_cfg(dataset, stream)["config"]
+    scfg = stream_cfg(dataset, stream)
+    path = scfg["config"]
     layout = POSE_LAYOUTS[dataset_cfg(dataset)["pose_layout"]]
     try:
-        cfg = load_run_config(path)
+        cfg = load_run_config(path, scfg.get("set"))
         check_model_data(cfg, path, layout)
     except ConfigError as exc:
         raise WorkflowError(
@@ -86,6 +87,12 @@ def stream_contract(dataset, stream):
 def stream_config(wildcards):
     """Input function: the (checked) run-config YAML of the stream."""
     return stream_run_config(wildcards.dataset, wildcards.stream)[0]
+
+
+def set_options(wildcards):
+    """``--set KEY=VALUE ...`` of the stream's ``set:`` (values as JSON, which is YAML)."""
+    sets = stream_cfg(wildcards.dataset, wildcards.stream).get("set") or {}
+    return ["--set", *(f"{k}={json.dumps(v)}" for k, v in sets.items())] if sets else []
 
 
 def stream_videos(wildcards):

@@ -33,11 +33,12 @@ rule train:
         work="results/{dataset}_{bench}/{stream}/work",
         num_classes=num_classes,
         init=init_option,
+        sets=set_options,
     shell:
         "{params.launch} train --config {input.config:q} --ann {input.ann:q}"
         " --split {wildcards.bench} --video-dir results/{wildcards.dataset}/videos"
         " --num-classes {params.num_classes} --work-dir {params.work:q} --out {output.ckpt:q}"
-        " {params.init:q} > {log:q} 2>&1"
+        " {params.init:q} {params.sets:q} > {log:q} 2>&1"
         " && cp {params.work:q}/train_log.csv {output.log_csv:q}"
 
 
@@ -58,9 +59,10 @@ rule merge:
         runtime=10,
     params:
         sources=merge_options,
+        sets=set_options,
     shell:
         "rgbpose merge --config {input.config:q} --from {params.sources:q}"
-        " -o {output:q} > {log:q} 2>&1"
+        " {params.sets:q} -o {output:q} > {log:q} 2>&1"
 
 
 rule test:
@@ -97,12 +99,14 @@ rule test:
         gpu=gpus,
         mem_mb=16000,
         runtime=train_runtime,
+    params:
+        sets=set_options,
     shell:
         "rgbpose test --config {input.config:q} --checkpoint {input.ckpt:q}"
         " --ann {input.ann:q} --split {wildcards.bench}_val"
         " --video-dir results/{wildcards.dataset}/videos --out {output.scores:q}"
         " --metrics-out {output.metrics:q} --confusion-png {output.confusion:q}"
-        " --per-class-csv {output.per_class:q} > {log:q} 2>&1"
+        " --per-class-csv {output.per_class:q} {params.sets:q} > {log:q} 2>&1"
 
 
 # fusion.txt / fusion.json: every stream (a row per head for multi-head models) and every

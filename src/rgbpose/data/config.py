@@ -192,33 +192,51 @@ class PipelineConfig:
 
 
 # ----------------------------------------------------------------------------- registry
+def _resolve(ref: str | Any) -> Any:
+    """``"module:attr"`` -> the attribute (imported on first use); anything else as is."""
+    if isinstance(ref, str):
+        module, _, attr = ref.partition(":")
+        return getattr(importlib.import_module(module), attr)
+    return ref
+
+
 @dataclass(frozen=True)
 class PipelineEntry:
     """A registered modality: its config class (``from_dict``, ``outputs(layout)``) and
-    ``dataset`` (``"module:attr"`` or the class), built as ``dataset(cfg, annotations, mode,
-    video_dir=..., layout=..., source=..., views=...)``."""
+    ``dataset`` class, each the class or ``"module:attr"`` (imported on first use), built as
+    ``dataset(cfg, annotations, mode, video_dir=..., layout=..., source=..., views=...)``."""
 
     modality: str
-    config_cls: type
+    config: str | type
     dataset: str | Callable[..., Any]
 
+    @property
+    def config_cls(self) -> type:
+        return _resolve(self.config)
+
     def dataset_cls(self) -> Callable[..., Any]:
-        if isinstance(self.dataset, str):
-            module, _, attr = self.dataset.partition(":")
-            return getattr(importlib.import_module(module), attr)
-        return self.dataset
+        return _resolve(self.dataset)
 
 
+#: the package's own modalities; a module outside it calls :func:`register_pipeline`
 _PIPELINES: dict[str, PipelineEntry] = {
-    m: PipelineEntry(m, PipelineConfig, "rgbpose.data.datasets:ActionDataset")
-    for m in BUILTIN_MODALITIES
+    **{
+        m: PipelineEntry(m, PipelineConfig, "rgbpose.data.datasets:ActionDataset")
+        for m in BUILTIN_MODALITIES
+    },
+    "skeleton": PipelineEntry(
+        "skeleton", "rgbpose.data.skeleton:SkeletonConfig", "rgbpose.data.skeleton:SkeletonDataset"
+    ),
+    "infogcn": PipelineEntry(
+        "infogcn", "rgbpose.data.infogcn:InfoGCNConfig", "rgbpose.data.infogcn:InfoGCNDataset"
+    ),
 }
 
 
 def register_pipeline(modality: str, config_cls: type, dataset: str | Callable[..., Any]) -> None:
     """Register a data modality (a plug-in module does this at import; see the module doc)."""
     old = _PIPELINES.get(modality)
-    if old is not None and (old.config_cls, old.dataset) != (config_cls, dataset):
+    if old is not None and (old.config, old.dataset) != (config_cls, dataset):
         raise ValueError(f"data modality {modality!r} is already registered")
     _PIPELINES[modality] = PipelineEntry(modality, config_cls, dataset)
 

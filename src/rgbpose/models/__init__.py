@@ -7,6 +7,11 @@ name               what                                                        i
 ``pose_only``      SlowOnly pose pathway alone (32 frames)                     [N,17,32,56,56]
 ``rgb_only``       SlowOnly-R50 RGB pathway alone (8 frames)                   [N,3,8,224,224]
 ``rgbpose_conv3d`` both pathways with two-way laterals, two heads              (rgb, pose)
+``infogcn``        InfoGCN: k-mode input, SA-GC, MS-TCN, VAE head, IB loss     [N,2,64,25,3]
+``ske2grid``       Ske2Grid: UPT+GIT grid patch, grid conv net, PLS stages     [N,2,100,17,3]
+``c3d_light``      PoseC3D C3D-light (3x3x3 conv stack, no temporal pooling)   [N,17,48,56,56]
+``x3d_shallow``    PoseC3D X3D-shallow (blocks 2,5,3, gamma_b 2.25, no SE)     [N,17,48,56,56]
+``stgcnpp``        ST-GCN++ (10 GCN blocks, learnable graph, MS-TCN; layout)   [N,2,100,17,3]
 =================  ==========================================================  ================
 
 Each model file registers its builders with an input contract (``rgbpose.models.registry``:
@@ -23,7 +28,9 @@ Overrides: unimodal models take ``dropout`` and any :class:`ResNet3dConfig` fiel
 (``in_channels``, ``base_channels``, ``stage_blocks``, ``spatial_strides``, ...);
 ``rgbpose_conv3d`` takes ``rgb: {...}`` and ``pose: {...}`` (unimodal backbone overrides of
 each pathway), ``dropout``, ``lateral_drop_path``, ``detach_lateral``, ``speed_ratio``,
-``channel_ratio``, ``lateral_kernel``. Unknown names or keys raise ``ValueError`` naming them.
+``channel_ratio``, ``lateral_kernel``; ``c3d_light`` / ``x3d_shallow`` take ``dropout`` and any
+:class:`C3DConfig` / :class:`X3DConfig` field. Unknown names or keys raise ``ValueError`` naming
+them.
 """
 
 from __future__ import annotations
@@ -35,7 +42,9 @@ from typing import Any
 
 from torch import nn
 
+from rgbpose.models.c3d import C3D, C3DConfig, c3d_light
 from rgbpose.models.heads import ClsHead, RGBPose, RGBPoseHead
+from rgbpose.models.infogcn import InfoGCN, InfoGCNOutput, infogcn
 from rgbpose.models.registry import (
     Contract,
     ModelEntry,
@@ -62,6 +71,9 @@ from rgbpose.models.rgbpose import (
     RGBPoseRecognizer,
     rgbpose_conv3d,
 )
+from rgbpose.models.ske2grid import Ske2Grid, ske2grid
+from rgbpose.models.stgcn import GCNRecognizer, STGCNPlusPlus, stgcnpp
+from rgbpose.models.x3d import X3D, X3DConfig, x3d_shallow
 
 #: the package's own models (name -> builder); :func:`registry` also lists plug-in models
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -118,12 +130,17 @@ def build_from_spec(spec: Mapping[str, Any]) -> nn.Module:
 
 __all__ = [
     "BACKBONE_OVERRIDES",
+    "C3D",
+    "C3DConfig",
     "MODELS",
     "Contract",
     "ModelEntry",
     "ModelInput",
     "PRESETS",
     "ClsHead",
+    "GCNRecognizer",
+    "InfoGCN",
+    "InfoGCNOutput",
     "RGBPose",
     "RGBPoseConfig",
     "RGBPoseConv3D",
@@ -132,10 +149,16 @@ __all__ = [
     "Recognizer3D",
     "ResNet3d",
     "ResNet3dConfig",
+    "STGCNPlusPlus",
+    "Ske2Grid",
+    "X3D",
+    "X3DConfig",
     "build_from_spec",
     "build_model",
+    "c3d_light",
     "count_parameters",
     "get_entry",
+    "infogcn",
     "model_contract",
     "model_spec",
     "pose_only",
@@ -145,4 +168,7 @@ __all__ = [
     "resnet3d_config",
     "rgb_only",
     "rgbpose_conv3d",
+    "ske2grid",
+    "stgcnpp",
+    "x3d_shallow",
 ]

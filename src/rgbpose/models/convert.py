@@ -295,10 +295,17 @@ def merge_checkpoints(
     return merge_sources(sources, "rgbpose_conv3d", overrides, num_classes, seed)
 
 
-def _model_section(config_path: Path) -> tuple[str, dict[str, Any]]:
-    """(model.name, model.overrides) of a run config (only its ``model:`` section is read)."""
+def _model_section(
+    config_path: Path, sets: Mapping[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """(model.name, model.overrides) of a run config with its ``--set`` overrides (only the
+    ``model:`` section is read)."""
     with open(config_path) as fh:
         cfg = yaml.safe_load(fh) or {}
+    if sets and isinstance(cfg, dict):
+        from rgbpose.engine.config import apply_overrides  # noqa: PLC0415
+
+        cfg = apply_overrides(cfg, sets, str(config_path))
     section = cfg.get("model") if isinstance(cfg, dict) else None
     if not isinstance(section, dict) or not isinstance(section.get("name"), str):
         raise ValueError(f"{config_path}: no 'model:' mapping with a name")
@@ -330,9 +337,13 @@ def cli_merge(argv: list[str]) -> int:
     parser.add_argument("-o", "--output", type=Path, required=True, help="merged checkpoint")
     parser.add_argument("--num-classes", type=int, default=None, help="default: the inputs'")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fresh init")
+    parser.add_argument("--set", dest="sets", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="run-config overrides, as rgbpose train --set")  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        name, overrides = _model_section(args.config)
+        from rgbpose.engine.config import parse_set_args  # noqa: PLC0415
+
+        name, overrides = _model_section(args.config, parse_set_args(args.sets))
         sources = {}
         for item in args.sources:
             stream, sep, path = item.partition("=")

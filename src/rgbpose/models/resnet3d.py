@@ -283,18 +283,20 @@ class ResNet3d(nn.Module):
 class Recognizer3D(nn.Module):
     """Unimodal recognizer (``posec3d``, ``pose_only``, ``rgb_only``): ResNet3d + pooled linear head.
 
-    ``model(x [N, C, T, H, W]) -> logits [N, num_classes]``.
+    ``model(x [N, C, T, H, W]) -> logits [N, num_classes]``. ``backbone`` is a
+    :class:`ResNet3dConfig` (built into a :class:`ResNet3d`) or any backbone module with an
+    ``out_channels`` attribute (``c3d_light``, ``x3d_shallow``).
     """
 
     def __init__(
         self,
-        cfg: ResNet3dConfig,
+        backbone: ResNet3dConfig | nn.Module,
         num_classes: int,
         dropout: float = 0.5,
         input_key: str = "imgs",
     ) -> None:
         super().__init__()
-        self.backbone = ResNet3d(cfg)
+        self.backbone = ResNet3d(backbone) if isinstance(backbone, ResNet3dConfig) else backbone
         self.head = ClsHead(self.backbone.out_channels, num_classes, dropout)
         self.num_classes = num_classes
         self.input_key = input_key

@@ -25,15 +25,19 @@ References: Tran et al., "Learning Spatiotemporal Features with 3D Convolutional
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from torch import Tensor, nn
 
-from rgbpose.models.registry import Contract, ModelInput, register_model
-from rgbpose.models.resnet3d import Recognizer3D, init_conv_bn
+from rgbpose.models.registry import register_model
+from rgbpose.models.resnet3d import (
+    Recognizer3D,
+    init_conv_bn,
+    input_contract,
+    replace_config,
+    unimodal_recognizer,
+)
 
 Size3 = int | tuple[int, int, int]
 
@@ -68,43 +72,6 @@ class ConvBN(nn.Module):
         if self.bn is not None:
             x = self.bn(x)
         return x if self.relu is None else self.relu(x)
-
-
-Config = TypeVar("Config")
-
-
-def replace_config(preset: Config, overrides: Mapping[str, Any], where: str) -> Config:
-    """``preset`` (a frozen dataclass) with ``overrides``; unknown keys raise ``ValueError``."""
-    allowed = {f.name for f in dataclasses.fields(preset)}
-    unknown = sorted(set(overrides) - allowed)
-    if unknown:
-        raise ValueError(f"unknown override(s) {unknown} for {where}; allowed: {sorted(allowed)}")
-    return dataclasses.replace(preset, **overrides)
-
-
-def heatmap_recognizer(
-    backbone: Callable[[Config], nn.Module],
-    preset: Config,
-    overrides: Mapping[str, Any],
-    where: str,
-    num_classes: int,
-    dropout: float,
-) -> Recognizer3D:
-    """A :class:`Recognizer3D` on ``heatmap_imgs`` around ``backbone(preset + overrides)``."""
-    cfg = replace_config(preset, overrides, where)
-    return Recognizer3D(backbone(cfg), num_classes, dropout, "heatmap_imgs")
-
-
-def heatmap_contract(default_channels: int) -> Callable[[Mapping[str, Any]], Contract]:
-    """The contract of a one-input heatmap model: ``heatmap_imgs`` with ``in_channels`` channels."""
-
-    def contract(overrides: Mapping[str, Any]) -> Contract:
-        channels = overrides.get("in_channels", default_channels)
-        return Contract(
-            (ModelInput("heatmap_imgs", "C,T,H,W", channels, "model.overrides.in_channels"),)
-        )
-
-    return contract
 
 
 @dataclass(frozen=True)
@@ -183,11 +150,12 @@ class C3D(nn.Module):
         return x
 
 
-@register_model(contract=heatmap_contract(C3D_LIGHT.in_channels))
+@register_model(contract=input_contract("heatmap_imgs", C3D_LIGHT.in_channels))
 def c3d_light(num_classes: int, dropout: float = 0.5, **backbone: Any) -> Recognizer3D:
     """PoseC3D C3D-light on ``heatmap_imgs`` (17 -> 256 ch, 3.39 M backbone params); overrides:
     ``dropout`` and any :class:`C3DConfig` field."""
-    return heatmap_recognizer(C3D, C3D_LIGHT, backbone, "c3d_light", num_classes, dropout)
+    cfg = replace_config(C3D_LIGHT, backbone, "c3d_light")
+    return unimodal_recognizer(C3D, cfg, "heatmap_imgs", num_classes, dropout)
 
 
 __all__ = [
@@ -196,7 +164,4 @@ __all__ = [
     "C3DConfig",
     "ConvBN",
     "c3d_light",
-    "heatmap_contract",
-    "heatmap_recognizer",
-    "replace_config",
 ]

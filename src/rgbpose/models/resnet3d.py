@@ -28,15 +28,17 @@ takes ``imgs`` [3,T,H,W]; each has one head named after the model.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rgbpose.models.heads import ClsHead
 from rgbpose.models.registry import Contract, ModelInput, register_model
+
+Config = TypeVar("Config")
 
 EXPANSION = 4  # bottleneck output channels = EXPANSION * planes
 
@@ -331,46 +333,64 @@ BACKBONE_OVERRIDES: frozenset[str] = frozenset(
 )
 
 
+def replace_config(
+    preset: Config, overrides: Mapping[str, Any], where: str, allowed: Iterable[str] | None = None
+) -> Config:
+    """``preset`` (a frozen dataclass) with ``overrides``; keys outside ``allowed`` (default:
+    every field) raise ``ValueError`` naming ``where``."""
+    allowed = set(allowed) if allowed is not None else {f.name for f in dataclasses.fields(preset)}
+    unknown = sorted(set(overrides) - allowed)
+    if unknown:
+        raise ValueError(f"unknown override(s) {unknown} for {where}; allowed: {sorted(allowed)}")
+    return dataclasses.replace(preset, **overrides)
+
+
 def resnet3d_config(
     preset: ResNet3dConfig, overrides: Mapping[str, Any], where: str
 ) -> ResNet3dConfig:
     """``preset`` with ``overrides`` applied; unknown keys raise ``ValueError`` naming ``where``."""
-    unknown = sorted(set(overrides) - BACKBONE_OVERRIDES)
-    if unknown:
-        raise ValueError(
-            f"unknown override(s) {unknown} for {where}; allowed: {sorted(BACKBONE_OVERRIDES)}"
-        )
-    return dataclasses.replace(preset, **overrides)
+    return replace_config(preset, overrides, where, BACKBONE_OVERRIDES)
 
 
-def _unimodal_contract(preset: ResNet3dConfig, key: str) -> Callable[[Mapping[str, Any]], Contract]:
+def input_contract(key: str, default_channels: int) -> Callable[[Mapping[str, Any]], Contract]:
+    """The contract of a one-input clip model: ``key`` [C,T,H,W] with ``in_channels`` channels."""
+
     def contract(overrides: Mapping[str, Any]) -> Contract:
-        channels = overrides.get("in_channels", preset.in_channels)
+        channels = overrides.get("in_channels", default_channels)
         return Contract((ModelInput(key, "C,T,H,W", channels, "model.overrides.in_channels"),))
 
     return contract
+
+
+def unimodal_recognizer(
+    backbone: Callable[[Config], nn.Module], cfg: Config, key: str, num_classes: int,
+    dropout: float,
+) -> Recognizer3D:  # fmt: skip
+    """A :class:`Recognizer3D` on the input ``key`` around ``backbone(cfg)``."""
+    return Recognizer3D(backbone(cfg), num_classes, dropout, key)
 
 
 def _unimodal(
     preset: ResNet3dConfig, where: str, key: str, num_classes: int, dropout: float,
     backbone: dict[str, Any],
 ) -> Recognizer3D:  # fmt: skip
-    return Recognizer3D(resnet3d_config(preset, backbone, where), num_classes, dropout, key)
+    cfg = resnet3d_config(preset, backbone, where)
+    return unimodal_recognizer(ResNet3d, cfg, key, num_classes, dropout)
 
 
-@register_model(contract=_unimodal_contract(POSEC3D, "heatmap_imgs"))
+@register_model(contract=input_contract("heatmap_imgs", POSEC3D.in_channels))
 def posec3d(num_classes: int, dropout: float = 0.5, **backbone: Any) -> Recognizer3D:
     """PoseC3D SlowOnly (17 -> 512 ch, temporal strides (1, 1, 2), 1.99 M backbone params)."""
     return _unimodal(POSEC3D, "posec3d", "heatmap_imgs", num_classes, dropout, backbone)
 
 
-@register_model(contract=_unimodal_contract(POSE_ONLY, "heatmap_imgs"))
+@register_model(contract=input_contract("heatmap_imgs", POSE_ONLY.in_channels))
 def pose_only(num_classes: int, dropout: float = 0.5, **backbone: Any) -> Recognizer3D:
     """The RGBPoseConv3D pose pathway alone (32 frames, no temporal stride)."""
     return _unimodal(POSE_ONLY, "pose_only", "heatmap_imgs", num_classes, dropout, backbone)
 
 
-@register_model(contract=_unimodal_contract(RGB_ONLY, "imgs"))
+@register_model(contract=input_contract("imgs", RGB_ONLY.in_channels))
 def rgb_only(num_classes: int, dropout: float = 0.5, **backbone: Any) -> Recognizer3D:
     """SlowOnly-R50 on 8 RGB frames (3 -> 2048 ch, 31.6 M backbone params)."""
     return _unimodal(RGB_ONLY, "rgb_only", "imgs", num_classes, dropout, backbone)
@@ -395,8 +415,10 @@ __all__ = [
     "count_parameters",
     "pose_only",
     "posec3d",
+    "replace_config",
     "resnet3d_config",
     "rgb_only",
     "init_conv_bn",
+    "input_contract",
     "make_stage",
 ]

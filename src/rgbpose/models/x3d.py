@@ -38,9 +38,15 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from rgbpose.models.c3d import ConvBN, heatmap_contract, heatmap_recognizer
+from rgbpose.models.c3d import ConvBN
 from rgbpose.models.registry import register_model
-from rgbpose.models.resnet3d import Recognizer3D, init_conv_bn
+from rgbpose.models.resnet3d import (
+    Recognizer3D,
+    init_conv_bn,
+    input_contract,
+    replace_config,
+    unimodal_recognizer,
+)
 
 
 def round_width(width: float, multiplier: float, min_width: int = 8, divisor: int = 8) -> int:
@@ -229,11 +235,12 @@ class X3D(nn.Module):
         return self.conv5(x)
 
 
-@register_model(contract=heatmap_contract(X3D_SHALLOW.in_channels))
+@register_model(contract=input_contract("heatmap_imgs", X3D_SHALLOW.in_channels))
 def x3d_shallow(num_classes: int, dropout: float = 0.5, **backbone: Any) -> Recognizer3D:
     """PoseC3D X3D-shallow on ``heatmap_imgs`` (17 -> 216 ch, 0.24 M backbone params);
     overrides: ``dropout`` and any :class:`X3DConfig` field."""
-    return heatmap_recognizer(X3D, X3D_SHALLOW, backbone, "x3d_shallow", num_classes, dropout)
+    cfg = replace_config(X3D_SHALLOW, backbone, "x3d_shallow")
+    return unimodal_recognizer(X3D, cfg, "heatmap_imgs", num_classes, dropout)
 
 
 __all__ = [

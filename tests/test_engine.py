@@ -394,6 +394,32 @@ def test_no_val_writes_last_epoch(tmp_path: Path) -> None:
     assert states_equal(out["model"], {k: v for k, v in model.state_dict().items()})
 
 
+class EpochAwareNet(ToyNet):
+    """Records the epochs ``set_epoch`` was called with and the epoch each batch's loss saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.set_calls: list[int] = []
+        self.loss_epochs: list[int] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.set_calls.append(epoch)
+
+    def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        self.loss_epochs.append(self.set_calls[-1])
+        return super().loss(outputs, labels)
+
+
+def test_set_epoch_called_before_each_epochs_batches(tmp_path: Path) -> None:
+    # 12 clips x repeat 2 / batch 4 = 6 iterations per epoch, 3 epochs
+    torch.manual_seed(0)
+    model = EpochAwareNet()
+    train(toy_config(), model, ToyData(), None, tmp_path / "w", tmp_path / "o.pt", device="cpu",
+          tensorboard=False)  # fmt: skip
+    assert model.set_calls == [0, 1, 2]
+    assert model.loss_epochs == [0] * 6 + [1] * 6 + [2] * 6
+
+
 def test_time_budget_stops_and_resumes(tmp_path: Path) -> None:
     cfg = toy_config()
     val = ToyData(8, augment=False)

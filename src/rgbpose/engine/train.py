@@ -1,7 +1,8 @@
 """The training loop and ``rgbpose train``: SGD + schedule, DDP via torchrun, exact resume.
 
 ``train()`` is generic over the model and the datasets: the model is any ``nn.Module`` with
-``.loss(outputs, labels)``, called by the names of its inputs (its registered contract:
+``.loss(outputs, labels)`` (and optionally ``.set_epoch(epoch)``, called at the start of every
+training epoch, before any batch), called by the names of its inputs (its registered contract:
 ``model(imgs=..., heatmap_imgs=...)``), views flattened ``[B, V, ...] -> [B*V, ...]`` first;
 the datasets yield ``'label'``, ``'frame_dir'`` and those inputs shaped ``[V, ...]``.
 
@@ -342,6 +343,8 @@ def _train(
             t0 = time.perf_counter()
             seed_everything(epoch_seed(cfg.seed, epoch, info.rank))
             sampler.set_epoch(epoch)
+            if hasattr(model, "set_epoch"):  # an epoch-dependent model or loss (DRSR's sharpness)
+                model.set_epoch(epoch)
             desc = f"epoch {epoch + 1}/{sched.epochs}"
             if progress is not None:
                 progress.start_epoch(epoch + 1)

@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extract-poses": ("rgbpose.preprocess.poses", "extract poses (kinect | mediapipe | onnx)"),
     "denoise": ("rgbpose.preprocess.denoise", "denoise / track poses and select persons"),
     "build-annotations": ("rgbpose.preprocess.annotations", "write the PYSKL annotation pickle"),
+    "frame-store": ("rgbpose.preprocess.framestore", "store training frames for fast reads"),
     "train": ("rgbpose.engine.train", "train a model (single process or torchrun)"),
     "merge": ("rgbpose.models.convert", "build a stream's init from its init_from checkpoints"),
     "import-pyskl": ("rgbpose.models.pyskl_import", "convert a PYSKL/mmaction2 checkpoint"),

@@ -35,6 +35,7 @@ deterministic (local RNG seeded 255 per sample).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from torch.utils.data import Dataset
 
 from rgbpose.data import transforms as tf
 from rgbpose.data.config import PipelineConfig, TestViews, pipeline_entry
+from rgbpose.data.framestore import FrameStore, store_path
 from rgbpose.data.heatmaps import generate_pose_target, heatmap_canvas
 from rgbpose.data.records import annotations_hash, load_split, resolve_layout, validate_annotations
 from rgbpose.data.sampling import mm_uniform_sample
@@ -77,6 +79,7 @@ class ActionDataset(Dataset):
         layout: Layout,
         source: str = "<annotations>",
         views: TestViews | None = None,
+        frame_store: str | os.PathLike | None = None,
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -89,6 +92,8 @@ class ActionDataset(Dataset):
         self.layout = layout
         self.source = source
         self.views = views or TestViews()
+        self.frame_store = Path(frame_store) if frame_store is not None else None
+        self._store_warned = False
         self._rng_key: tuple[int, int] | None = None
         self._gen: np.random.Generator | None = None
 
@@ -211,10 +216,7 @@ class ActionDataset(Dataset):
         if cfg.uses_rgb:
             # Kinect poses may have had empty frames trimmed: map pose frames to video frames.
             video_inds = ann["frame_inds"][inds["rgb"]] if "frame_inds" in ann else inds["rgb"]
-            res["imgs"] = read_frames(
-                self.video_path(res["frame_dir"]), video_inds, tolerance=cfg.frame_tolerance
-            )
-            tf.scale_to_frames(res)
+            res["imgs"] = self._read_rgb(res, video_inds)
 
         tf.pose_compact(
             res,
@@ -245,6 +247,46 @@ class ActionDataset(Dataset):
         if cfg.uses_pose:
             item.update(self._pose_output(res))
         return item
+
+    def _read_rgb(self, res: dict[str, Any], video_inds: np.ndarray) -> np.ndarray:
+        """The clip's frames, from the frame store when it covers the clip's compaction box
+        (then ``imgs_origin`` says where the crop sits in the frame), else from the video.
+        Keypoints are scaled to the frame size either way."""
+        cfg = self.cfg
+        store = self._open_store(res["frame_dir"])
+        if store is not None:
+            tf.scale_to_shape(res, store.frame_hw)
+            box = tf.compact_box(
+                res["keypoint"], res["img_shape"], padding=cfg.compact_padding,
+                threshold=cfg.compact_threshold, hw_ratio=1.0, allow_imgpad=True,
+            )  # fmt: skip
+            h, w = store.frame_hw
+            whole = store.region == (0, 0, w, h)
+            if whole or (box is not None and store.covers(box)):
+                res["imgs_origin"] = store.region[:2]
+                return store.read(video_inds, tolerance=cfg.frame_tolerance)
+            self._warn_store(store.path, f"its region {store.region} misses the clip's box {box}")
+        imgs = read_frames(
+            self.video_path(res["frame_dir"]), video_inds, tolerance=cfg.frame_tolerance
+        )
+        tf.scale_to_shape(res, imgs.shape[1:3])
+        return imgs
+
+    def _open_store(self, name: str) -> FrameStore | None:
+        if self.frame_store is None:
+            return None
+        path = store_path(self.frame_store, name)
+        if not path.is_file():
+            self._warn_store(path, "no such file (the frame-store stage skipped it)")
+            return None
+        return FrameStore(path)
+
+    def _warn_store(self, path: Path, why: str) -> None:
+        """Say once per process that a clip came from its video instead of the store."""
+        if not self._store_warned:
+            self._store_warned = True
+            print(f"[rgbpose] frame store {path}: {why}; reading the video instead "
+                  "(said once per process)", file=sys.stderr, flush=True)  # fmt: skip
 
     def _rgb_views(self, imgs: np.ndarray) -> np.ndarray:
         """uint8 ``[n*L, H, W, 3]`` -> normalised float32 ``[views, 3, L, H, W]``."""
@@ -296,13 +338,16 @@ def build_dataset(
     video_dir: str | os.PathLike | None = None,
     num_classes: int | None = None,
     views: TestViews | None = None,
+    frame_store: str | os.PathLike | None = None,
 ) -> Dataset:
     """Dataset of ``split`` (None: every annotation) in ``mode`` ('train' | 'val' | 'test'),
     built by the pipeline registered for ``cfg.modality``; ``views`` are the test views.
 
     ``ann_file`` is an annotation pickle (read with the restricted unpickler) or an already
     loaded ``{'split': ..., 'annotations': [...]}`` dict.  ``video_dir`` holds
-    ``<frame_dir>.mp4`` and is required for 'rgb' and 'rgbpose'.  Every record of the split is
+    ``<frame_dir>.mp4`` and is required for 'rgb' and 'rgbpose'; ``frame_store``, when given,
+    is a folder of ``<frame_dir>.frames`` (``rgbpose frame-store``) the RGB pipelines read clips
+    from instead (a clip the store does not cover comes from the video).  Every record of the split is
     checked first (:func:`validate_annotations`; labels against ``num_classes`` when given): a
     bad one raises ``BadSampleError`` naming the file and the sample.
     """
@@ -310,6 +355,7 @@ def build_dataset(
     layout = resolve_layout(cfg, annos, source)
     validate_annotations(annos, source, cfg, layout, num_classes)
     dataset_cls = pipeline_entry(cfg.modality).dataset_cls()
+    extra = {"frame_store": frame_store} if frame_store and getattr(cfg, "uses_rgb", False) else {}
     return dataset_cls(
-        cfg, annos, mode, video_dir=video_dir, layout=layout, source=source, views=views
+        cfg, annos, mode, video_dir=video_dir, layout=layout, source=source, views=views, **extra
     )

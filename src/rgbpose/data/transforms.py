@@ -104,6 +104,8 @@ def pose_compact(
     With ``imgs`` present this is PYSKL's MMCompact: the frames are cropped with the same box
     (computed from the keypoints in ``results``, i.e. the pose-sampled frames), zero-padded where
     the box leaves the image.  A skipped compaction (box under ``threshold``) changes nothing.
+    ``imgs_origin`` (x, y), when present, says ``imgs`` is a crop of the frame starting there (a
+    frame-store read) that holds every pixel of the box inside the frame; it is consumed.
     """
     box = compact_box(
         results["keypoint"],
@@ -113,12 +115,16 @@ def pose_compact(
         hw_ratio=hw_ratio,
         allow_imgpad=allow_imgpad,
     )
+    origin = results.pop("imgs_origin", None)
     if box is None:
+        if origin is not None and tuple(origin) != (0, 0):
+            raise ValueError("compaction skipped but imgs is a crop of the frame (imgs_origin)")
         return results
     x1, y1, x2, y2 = box
     results["keypoint"] = _shift_nonzero(results["keypoint"], x1, y1)
     if "imgs" in results:
-        results["imgs"] = crop_with_padding(results["imgs"], box)
+        ox, oy = origin if origin is not None else (0, 0)
+        results["imgs"] = crop_with_padding(results["imgs"], (x1 - ox, y1 - oy, x2 - ox, y2 - oy))
     results["img_shape"] = (y2 - y1, x2 - x1)
     results["compact_box"] = box
     return results
@@ -132,7 +138,12 @@ def scale_to_frames(results: Results) -> Results:
     540p (or any size): x is scaled by ``frame_w / ann_w`` and y by ``frame_h / ann_h`` and
     ``img_shape`` becomes the frame size (PYSKL MMDecode does the same).
     """
-    fh, fw = results["imgs"].shape[1:3]
+    return scale_to_shape(results, results["imgs"].shape[1:3])
+
+
+def scale_to_shape(results: Results, frame_hw: tuple[int, int]) -> Results:
+    """:func:`scale_to_frames` to a frame size known without the frames (a frame store's)."""
+    fh, fw = (int(v) for v in frame_hw)
     oh, ow = results["img_shape"]
     if (fh, fw) != (oh, ow):
         if "keypoint" in results:

@@ -8,8 +8,10 @@ worker does per clip, at the real sizes: RGB 8 frames 224^2, pose 32 frames 56^2
 
 Rows: ``decode_8`` (decord alone: 8 sparse frames), ``pose_train``, ``pose_train_kp`` (pose
 pipeline with heatmaps_on_device: keypoints only), ``rgb_train``, ``rgbpose_train`` and
-``rgbpose_train_kp``.  Usage: ``python benchmarks/loader.py [--out
-benchmarks/loader_results.tsv]``.
+``rgbpose_train_kp``; then the same RGB rows read from the training frame store
+(``rgbpose frame-store``: JPEG q90 4:4:4 crops) as ``<row>_store`` (``decode_8_store``: the
+store's reader alone), with ``vs_video`` = their clips/s over the 540p-video row measured in the
+same run.  Usage: ``python benchmarks/loader.py [--out benchmarks/loader_results.tsv]``.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ import imageio_ffmpeg
 import numpy as np
 import torch
 
+from rgbpose.data import framestore as fs
 from rgbpose.data.config import PipelineConfig
 from rgbpose.data.datasets import build_dataset
 from rgbpose.data.sampling import uniform_sample
 from rgbpose.data.video import read_frames
 from rgbpose.io import write_text_atomic
+from rgbpose.preprocess.framestore import build_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from heatmaps import realistic_clip  # noqa: E402  (same skeleton generator)
@@ -71,7 +75,8 @@ REAL_CLIP = Path(__file__).resolve().parents[2] / "shared/data/real/ntu_sample.a
 
 def make_dataset(root: Path, n: int, real: bool = True) -> dict:
     """``n`` samples; videos are the real NTU clip run through our compress stage (960x540,
-    72 frames, GOP 32) when it is available, else synthetic clips.  Real footage matters: the
+    72 frames, GOP 32) with its mediapipe poses when it is available, else synthetic clips with
+    two synthetic skeletons.  Real footage matters: the
     synthetic texture is much more expensive to decode than camera video."""
     names = [f"S001C00{1 + i % 3}P00{1 + i}R001A0{50 + i:02d}" for i in range(n)]
     annos = []
@@ -80,18 +85,26 @@ def make_dataset(root: Path, n: int, real: bool = True) -> dict:
         from rgbpose.preprocess.compress import compress_video
 
         compress_video(REAL_CLIP, root / "real.mp4", height=VH, gop=32)
+    if real:  # the clip's own poses (one person), as the pose stage finds them
+        from rgbpose.preprocess.poses import extract_mediapipe
+
+        found = extract_mediapipe(root / "real.mp4")
+        real_kp, real_score = found["keypoint"], found["keypoint_score"]
     for i, name in enumerate(names):
         if real:
             shutil.copyfile(root / "real.mp4", root / f"{name}.mp4")
+            kp, score, shape = real_kp, real_score, (VH, VW)
         else:
             make_video(root / f"{name}.mp4", i)
-        kp, score = realistic_clip(i, persons=2, frames=FRAMES, canvas=(1080, 1920), height=0.6)
+            kp, score = realistic_clip(i, persons=2, frames=FRAMES, canvas=(1080, 1920),
+                                       height=0.6)  # fmt: skip
+            shape = (1080, 1920)
         annos.append(
             {
                 "frame_dir": name,
                 "label": 49 + i,
-                "img_shape": (1080, 1920),
-                "original_shape": (1080, 1920),
+                "img_shape": shape,
+                "original_shape": shape,
                 "total_frames": FRAMES,
                 "keypoint": kp.astype(np.float16),
                 "keypoint_score": score.astype(np.float16),
@@ -151,14 +164,37 @@ def main(argv: list[str] | None = None) -> int:
             ds = build_dataset(cfg, ann, "train", "train", video_dir=root)
             rows.append((name, clips_per_s(ds.__getitem__, len(ds), args.min_time)))
 
+        store = root / "frames"
+        sizes = []
+        for a in ann["annotations"]:
+            name = a["frame_dir"]
+            sizes.append(build_store(a, root / f"{name}.mp4", fs.store_path(store, name))[1:3])
+        readers = [fs.FrameStore(fs.store_path(store, n)) for n in names]
+        rows.append(
+            ("decode_8_store", clips_per_s(lambda i: readers[i].read(rgb_inds), len(names),
+                                           args.min_time))
+        )  # fmt: skip
+        for name in ("rgb_train", "rgbpose_train", "rgbpose_train_kp"):
+            ds = build_dataset(configs[name], ann, "train", "train", video_dir=root,
+                               frame_store=store)  # fmt: skip
+            rows.append((f"{name}_store", clips_per_s(ds.__getitem__, len(ds), args.min_time)))
+        (x1, y1, x2, y2), nbytes = sizes[0]
+        video_bytes = (root / f"{names[0]}.mp4").stat().st_size
+
     header = (
         f"# in-process (num_workers=0), 1 torch thread; {args.videos} "
         f"{'synthetic' if args.synthetic_video or not REAL_CLIP.exists() else 'real NTU'} videos {VW}x{VH} "
         f"{FRAMES} frames; RGB 8x224^2, pose 32x56^2; torch {torch.__version__}, numpy "
-        f"{np.__version__}, {platform.machine()}"
+        f"{np.__version__}, {platform.machine()}\n# frame store: region {x2 - x1}x{y2 - y1} of "
+        f"{VW}x{VH}, {nbytes / FRAMES / 1e3:.1f} KB/frame (the mp4: "
+        f"{video_bytes / FRAMES / 1e3:.1f} KB/frame)"
     )
-    lines = [header, "pipeline\tclips_per_s_per_core\tms_per_clip"]
-    lines += [f"{name}\t{rate:.4g}\t{1e3 / rate:.4g}" for name, rate in rows]
+    rate_of = dict(rows)
+    lines = [header, "pipeline\tclips_per_s_per_core\tms_per_clip\tvs_video"]
+    for name, rate in rows:
+        base = rate_of.get(name.removesuffix("_store")) if name.endswith("_store") else None
+        ratio = f"{rate / base:.2f}" if base else ""
+        lines.append(f"{name}\t{rate:.4g}\t{1e3 / rate:.4g}\t{ratio}")
     text = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, text)

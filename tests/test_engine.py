@@ -455,8 +455,10 @@ def _fake_packages(monkeypatch: pytest.MonkeyPatch, calls: dict[str, Any]) -> No
     their signatures."""
 
     def build_dataset(cfg: Any, ann: str, split: str, mode: str, video_dir: Any = None,
-                      num_classes: int | None = None, views: Any = None) -> Any:  # fmt: skip
+                      num_classes: int | None = None, views: Any = None,
+                      frame_store: Any = None) -> Any:  # fmt: skip
         calls.setdefault("datasets", []).append((split, mode, views, num_classes))
+        calls.setdefault("frame_store", []).append(frame_store)
         return ToyData(12 if mode == "train" else 8, augment=mode == "train")
 
     def build_model(name: str, num_classes: int, **overrides: Any) -> nn.Module:
@@ -486,7 +488,9 @@ def test_train_and_test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     args = ["--config", str(cfg_path), "--ann", str(ann), "--split", "xsub",
             "--work-dir", str(tmp_path / "w"), "--out", str(tmp_path / "best.pt")]  # fmt: skip
     assert train_mod.cli(args + ["--time-budget", "0.001", "--device", "cpu"]) == EXIT_TIME_BUDGET
-    assert train_mod.cli(args + ["--device", "cpu", "--set", "num_workers=0"]) == 0
+    assert train_mod.cli(args + ["--device", "cpu", "--set", "num_workers=0",
+                                 "--frame-store", str(tmp_path / "frames")]) == 0  # fmt: skip
+    assert calls["frame_store"][-2:] == [str(tmp_path / "frames")] * 2  # train and val sets
     assert calls["models"][0] == ("pose_only", 60, {"in_channels": 3})  # NTU names -> 60
     assert [(s, m, n) for s, m, _, n in calls["datasets"][:2]] == [
         ("xsub_train", "train", 60), ("xsub_val", "val", 60)]  # fmt: skip
@@ -497,8 +501,9 @@ def test_train_and_test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     rc = evaluate.cli(["--config", str(cfg_path), "--checkpoint", str(tmp_path / "best.pt"),
                        "--ann", str(ann), "--split", "xsub_val", "--out", str(out),
                        "--metrics-out", str(tmp_path / "m.json"), "--num-clips", "3", "--flip",
-                       "--per-class-csv", str(tmp_path / "pc.csv"), "--device", "cpu"])  # fmt: skip
-    assert rc == 0
+                       "--per-class-csv", str(tmp_path / "pc.csv"), "--device", "cpu",
+                       "--frame-store", "fs"])  # fmt: skip
+    assert rc == 0 and calls["frame_store"][-1] == "fs"
     split, mode, views, n = calls["datasets"][-1]
     assert (split, mode, views.num_clips, views.flip, n) == ("xsub_val", "test", 3, True, 60)
     scores = load_pickle(out)

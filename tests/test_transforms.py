@@ -148,3 +148,16 @@ def test_normalize_values():
 def test_rrc_rejects_bad_area():
     with pytest.raises(ValueError, match="area_range"):
         tf.random_resized_crop_box((10, 10), np.random.default_rng(0), area_range=(0.0, 1.0))
+
+
+def test_normalize_channels_first_equals_normalize_then_moving_channels() -> None:
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (2, 3, 5, 7, 3), dtype=np.uint8)
+    want = np.moveaxis(tf.normalize(imgs), -1, -4)
+    got = tf.normalize_channels_first(imgs)
+    assert got.shape == (2, 3, 3, 5, 7) and got.dtype == np.float32
+    assert np.array_equal(got, want)  # the table lookup is bit-exact
+    assert np.array_equal(tf.normalize_channels_first(imgs.astype(np.float32)), want)
+    # hand-computed: level 0 of R is -123.675 / 58.395
+    zero = tf.normalize_channels_first(np.zeros((1, 1, 1, 3), np.uint8))
+    assert zero[0, 0, 0, 0] == np.float32(-123.675) * (np.float32(1) / np.float32(58.395))

@@ -245,6 +245,19 @@ def compress_options(wildcards):
     return [f"--{k}={c[k]}" for k in ("height", "crf", "preset", "gop")]
 
 
+def frame_store_on(dataset):
+    return dataset_cfg(dataset)["frame_store"]["enabled"]
+
+
+def frame_store_options(wildcards):
+    c = dataset_cfg(wildcards.dataset)["frame_store"]
+    return [f"--codec={c['codec']}", f"--quality={c['quality']}"]
+
+
+def shard_sample_names(wildcards):
+    return shard_names(wildcards.dataset, wildcards.shard)
+
+
 def split_protocol(wildcards):
     """Split rules of the dataset (rgbpose.ntu.make_splits' dataset argument)."""
     return protocol_of(wildcards.dataset)

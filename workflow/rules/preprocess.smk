@@ -171,3 +171,35 @@ rule build_annotations:
         " --skipped-in {input.scan:q} {input.skipped:q} --skipped-out {output.skipped:q}"
         " --video-manifests {input.manifests:q} --on-bad-sample {params.policy}"
         " --pose-layout {params.layout} > {log:q} 2>&1"
+
+
+# The training frame store (rgbpose.data.framestore): per video, the frames training can read,
+# each a JPEG of the region holding every clip's compaction box.  It needs the annotations (the
+# boxes come from the poses); an unchanged sample's file is kept when they are rebuilt.  A sample
+# this stage skips is read from its video by the loader (listed in the shard's skipped TSV).
+rule frame_store:
+    input:
+        ann="results/{dataset}/annotations.pkl",
+        manifest="results/{dataset}/shards/compress/{shard}.tsv",
+    output:
+        manifest="results/{dataset}/shards/frames/{shard}.tsv",
+        skipped="results/{dataset}/shards/frames/{shard}.skipped.tsv",
+    log:
+        "logs/frame_store/{dataset}_{shard}.log",
+    benchmark:
+        "benchmarks/frame_store/{dataset}_{shard}.tsv"
+    conda:
+        "../../envs/rgbpose.yaml"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=120,
+    params:
+        names=shard_sample_names,
+        options=frame_store_options,
+        policy=bad_sample_policy,
+    shell:
+        "rgbpose frame-store --ann {input.ann:q} --video-dir results/{wildcards.dataset}/videos"
+        " --out-dir results/{wildcards.dataset}/frames --manifest {output.manifest:q}"
+        " --skipped {output.skipped:q} --names {params.names:q} {params.options:q}"
+        " --on-bad-sample {params.policy} --jobs {threads} > {log:q} 2>&1"

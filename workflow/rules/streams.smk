@@ -95,11 +95,26 @@ def set_options(wildcards):
     return ["--set", *(f"{k}={json.dumps(v)}" for k, v in sets.items())] if sets else []
 
 
-def stream_videos(wildcards):
-    """The compressed-video manifests when the stream's pipeline reads videos, else none."""
+def stream_reads_rgb(wildcards):
     cfg = stream_run_config(wildcards.dataset, wildcards.stream)[1]
-    if getattr(cfg.data, "uses_rgb", False):
-        return all_shards("results/{dataset}/shards/compress/{shard}.tsv")(wildcards)
+    return bool(getattr(cfg.data, "uses_rgb", False))
+
+
+def stream_videos(wildcards):
+    """The compressed-video manifests when the stream's pipeline reads videos (and the frame
+    store's, when the dataset has one), else none."""
+    if not stream_reads_rgb(wildcards):
+        return []
+    patterns = ["results/{dataset}/shards/compress/{shard}.tsv"]
+    if frame_store_on(wildcards.dataset):
+        patterns.append("results/{dataset}/shards/frames/{shard}.tsv")
+    return all_shards(*patterns)(wildcards)
+
+
+def frame_store_option(wildcards):
+    """``--frame-store DIR`` for a stream that reads RGB when the dataset has a frame store."""
+    if stream_reads_rgb(wildcards) and frame_store_on(wildcards.dataset):
+        return ["--frame-store", f"results/{wildcards.dataset}/frames"]
     return []
 
 

@@ -34,9 +34,11 @@ rule train:
         num_classes=num_classes,
         init=init_option,
         sets=set_options,
+        store=frame_store_option,
     shell:
         "{params.launch} train --config {input.config:q} --ann {input.ann:q}"
         " --split {wildcards.bench} --video-dir results/{wildcards.dataset}/videos"
+        " {params.store:q}"
         " --num-classes {params.num_classes} --work-dir {params.work:q} --out {output.ckpt:q}"
         " {params.init:q} {params.sets:q} > {log:q} 2>&1"
         " && cp {params.work:q}/train_log.csv {output.log_csv:q}"
@@ -101,10 +103,12 @@ rule test:
         runtime=train_runtime,
     params:
         sets=set_options,
+        store=frame_store_option,
     shell:
         "rgbpose test --config {input.config:q} --checkpoint {input.ckpt:q}"
         " --ann {input.ann:q} --split {wildcards.bench}_val"
-        " --video-dir results/{wildcards.dataset}/videos --out {output.scores:q}"
+        " --video-dir results/{wildcards.dataset}/videos {params.store:q}"
+        " --out {output.scores:q}"
         " --metrics-out {output.metrics:q} --confusion-png {output.confusion:q}"
         " --per-class-csv {output.per_class:q} {params.sets:q} > {log:q} 2>&1"
 

@@ -291,8 +291,9 @@ class ActionDataset(Dataset):
     def _rgb_views(self, imgs: np.ndarray) -> np.ndarray:
         """uint8 ``[n*L, H, W, 3]`` -> normalised float32 ``[views, 3, L, H, W]``."""
         n_l, h, w, _ = imgs.shape
-        out = tf.normalize(imgs).reshape(self.num_views, n_l // self.num_views, h, w, 3)
-        out = out.transpose(0, 4, 1, 2, 3)
+        out = tf.normalize_channels_first(
+            imgs.reshape(self.num_views, n_l // self.num_views, h, w, 3)
+        )
         if self.flip_views:
             out = np.concatenate([out, out[..., ::-1]], axis=0)
         return np.ascontiguousarray(out)

@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ann", required=True, help="annotation pickle")
     p.add_argument("--split", required=True, help="split key, e.g. xsub_val")
     p.add_argument("--video-dir", default=None, help="folder of <name>.mp4 (RGB models)")
+    p.add_argument(
+        "--frame-store", default=None,
+        help="folder of <name>.frames (rgbpose frame-store): RGB clips are read from it",
+    )  # fmt: skip
     p.add_argument("--out", required=True, help="scores pickle to write")
     p.add_argument("--metrics-out", default=None, help="metrics JSON")
     p.add_argument("--confusion-png", default=None, help="confusion-matrix PNG")
@@ -70,7 +74,7 @@ def cli(argv: list[str] | None = None) -> int:
     test_views = TestViews(num_clips, bool(flip))
     dataset = build_dataset(
         cfg.data, args.ann, args.split, "test", args.video_dir,
-        num_classes=model_num_classes(model), views=test_views,
+        num_classes=model_num_classes(model), views=test_views, frame_store=args.frame_store,
     )  # fmt: skip
     check_model_data(cfg, args.config, getattr(dataset, "layout", None))
     views = test_views.count

@@ -539,6 +539,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ann", required=True, help="annotation pickle")
     p.add_argument("--split", required=True, help="benchmark, e.g. xsub: uses <split>_train/_val")
     p.add_argument("--video-dir", default=None, help="folder of <name>.mp4 (RGB models)")
+    p.add_argument(
+        "--frame-store", default=None,
+        help="folder of <name>.frames (rgbpose frame-store): RGB clips are read from it",
+    )  # fmt: skip
     p.add_argument("--work-dir", required=True, help="resume state, logs, TensorBoard")
     p.add_argument("--out", required=True, help="final checkpoint (best validation top-1)")
     p.add_argument("--init", default=None, help="checkpoint to initialise from (strict)")
@@ -577,13 +581,13 @@ def cli(argv: list[str] | None = None) -> int:
                 raise BadSampleError(args.ann, "not an annotation pickle (no 'annotations' key)")
             num_classes = infer_num_classes(ann["annotations"])
         train_set = build_dataset(pcfg, args.ann, f"{args.split}_train", "train", args.video_dir,
-                                  num_classes=num_classes)  # fmt: skip
+                                  num_classes=num_classes, frame_store=args.frame_store)  # fmt: skip
         # the model against the data again, now that the annotations' layout is known
         check_model_data(cfg, args.config, getattr(train_set, "layout", None))
         val_set = None
         if not args.no_val:
             val_set = build_dataset(pcfg, args.ann, f"{args.split}_val", "val", args.video_dir,
-                                    num_classes=num_classes)  # fmt: skip
+                                    num_classes=num_classes, frame_store=args.frame_store)  # fmt: skip
         torch.manual_seed(cfg.seed)  # deterministic initial weights
         model = build_model(cfg.model.name, num_classes, **cfg.model.overrides)
         result = train(

@@ -204,3 +204,47 @@ def test_predict_draws_on_device_heatmaps_like_test(tmp_path, monkeypatch):
     assert set(heads) == set(tested) == {"pose_only"}
     np.testing.assert_allclose(heads["pose_only"], tested["pose_only"][0], rtol=0, atol=1e-6)
     assert heads["pose_only"].sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def _checkpoint_of(config: Path, tmp_path: Path, sets: dict | None = None) -> Path:
+    cfg = load_run_config(config, sets)
+    torch.manual_seed(0)
+    model = build_model(cfg.model.name, 60, **cfg.model.overrides)
+    meta = {"model_name": cfg.model.name, "num_classes": 60, "overrides": cfg.model.overrides,
+            "epoch": 1, "val_top1": None, "selected": "last", "config": cfg.to_dict()}  # fmt: skip
+    path = tmp_path / f"{config.stem}.pt"
+    torch.save({"model": model.state_dict(), "meta": meta}, path)
+    return path
+
+
+def test_predict_gcn_equals_test_and_refuses_3d_models(tmp_path, monkeypatch):
+    """A 2D ST-GCN++ checkpoint predicts from estimated poses like ``rgbpose test`` scores the
+    same poses; models of 3D Kinect joints are refused, naming the checkpoint."""
+    from rgbpose.engine import evaluate
+    from rgbpose.io import dump_pickle, load_pickle
+
+    config = REPO / "config/models/demo_stgcnpp_j.yaml"
+    ckpt = _checkpoint_of(config, tmp_path)
+    rng = np.random.default_rng(1)
+    pose = {"img_shape": (96, 160), "total_frames": 24, "layout": "coco17",
+            "keypoint": rng.uniform(20, 80, (1, 24, 17, 2)).astype(np.float32),
+            "keypoint_score": np.full((1, 24, 17), 0.9, np.float32)}  # fmt: skip
+    monkeypatch.setattr(predict_mod, "estimate_poses", lambda *a, **k: pose)
+    video = tmp_path / "S001C001P001R001A001.avi"  # a pose model never decodes it
+    video.write_bytes(b"")
+    heads = predict(video, ckpt, device="cpu")
+    ann = tmp_path / "ann.pkl"
+    dump_pickle({"split": {"xsub_val": [video.stem]},
+                 "annotations": [predict_mod.to_annotation(pose, video.stem)]}, ann)  # fmt: skip
+    out = tmp_path / "scores.pkl"
+    assert evaluate.cli(["--config", str(config), "--checkpoint", str(ckpt), "--ann", str(ann),
+                         "--split", "xsub_val", "--out", str(out), "--device", "cpu"]) == 0  # fmt: skip
+    tested = load_pickle(out)["probs"]
+    assert set(heads) == set(tested) == {"stgcnpp"}
+    np.testing.assert_allclose(heads["stgcnpp"], tested["stgcnpp"][0], rtol=0, atol=1e-6)
+
+    for cfg, sets in ((config, {"data.keypoints": "3d", "model.overrides.layout": "ntu25"}),
+                      (REPO / "config/models/demo_infogcn.yaml", None)):  # fmt: skip
+        bad = _checkpoint_of(cfg, tmp_path, sets)
+        with pytest.raises(ValueError, match=rf"{bad.name}: this model reads 3D Kinect joints"):
+            predict(video, bad, device="cpu")

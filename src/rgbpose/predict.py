@@ -95,8 +95,17 @@ def predict(
     model, cfg = model_from_checkpoint(checkpoint, ckpt=ckpt)
 
     clips = num_clips if num_clips is not None else cfg.test.num_clips
-    pcfg = dataclasses.replace(cfg.data, video_ext=video.suffix)
-    pose = estimate_poses(video, backend, onnx_model, num_persons=pcfg.max_persons)
+    pcfg = cfg.data
+    if getattr(pcfg, "keypoints", "2d") == "3d" or pcfg.modality == "infogcn":
+        raise ValueError(
+            f"{checkpoint}: this model reads 3D Kinect joints (data.modality {pcfg.modality!r}"
+            f"{', data.keypoints 3d' if pcfg.modality != 'infogcn' else ''}); predict estimates "
+            "2D poses from the video, so it can only run 2D pose and RGB models"
+        )
+    if any(f.name == "video_ext" for f in dataclasses.fields(pcfg)):  # pipelines reading RGB
+        pcfg = dataclasses.replace(pcfg, video_ext=video.suffix)
+    persons = getattr(pcfg, "max_persons", 2)
+    pose = estimate_poses(video, backend, onnx_model, num_persons=persons)
     ann = to_annotation(pose, video.stem)
     dataset = build_dataset(
         pcfg, {"split": {"predict": [video.stem]}, "annotations": [ann]}, "predict", "test",

@@ -23,6 +23,22 @@ ours::
     backbone.pose_path.layerI_lateral.conv/bn -> backbone.pose_laterals.layerI.conv / .bn
     cls_head.fc_cls / fc_rgb / fc_pose        -> head.fc / head.rgb.fc / head.pose.fc
 
+C3D-light and X3D-shallow (``c3d_light``, ``x3d_shallow``) were written with PYSKL's module names,
+so only the head is renamed (``backbone.*`` unchanged, ``cls_head.fc_cls`` -> ``head.fc``).
+ST-GCN++ (``stgcnpp``; PYSKL ``STGCN`` with ``gcn_adaptive='init'``, ``gcn_with_res=True``,
+``tcn_type='mstcn'``; mmaction2 1.x's is the same network)::
+
+    backbone.data_bn.*                        -> backbone.data_bn.*
+    backbone.gcn.I.gcn.{A, conv, bn, down}    -> backbone.blocks.I.gcn.{A, conv, bn, down}
+    backbone.gcn.I.tcn.branches.B.3.conv.*    -> backbone.blocks.I.tcn.branches.B.3.*
+    backbone.gcn.I.tcn.{branches, transform, bn}.* (other) -> backbone.blocks.I.tcn.*
+    backbone.gcn.I.residual.conv / .bn        -> backbone.blocks.I.residual.0 / .1
+    cls_head.fc_cls (PYSKL) / cls_head.fc (mmaction2 1.x GCNHead) -> head.fc
+
+:data:`PYSKL_KEY_RULES` holds one rule per model; ``import_pyskl`` picks it by the target
+model's registered name.  ST-GCN's other PYSKL variants (a ``PA`` importance adjacency, a
+single ``unit_tcn``), AAGCN, CTR-GCN, ... have keys no rule maps: they fail the strict check.
+
 Both are strict: every key of the target model is produced exactly once with the right shape,
 and every source key is used; otherwise ``ValueError`` lists the offending keys.  The
 ``rgbpose import-pyskl`` command (reading published files, recording the run config) is
@@ -35,6 +51,7 @@ import argparse
 import pickle
 import re
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -215,21 +232,87 @@ def pyskl_key(key: str, rgbpose: bool) -> str | None:
     return None
 
 
+def plain_key(key: str) -> str | None:
+    """Our name for a PYSKL key of C3D / X3D (module names as PYSKL's; only the head moves)."""
+    if key.startswith("cls_head.fc_cls.") and key.count(".") == 2:
+        return "head.fc." + key.removeprefix("cls_head.fc_cls.")
+    return key if key.startswith("backbone.") else None
+
+
+_STGCNPP_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), repl)
+    for pattern, repl in (
+        (r"^data_bn\.(\w+)$", r"data_bn.\1"),
+        (r"^gcn\.(\d+)\.gcn\.(A|(?:conv|bn|down\.[01])\.\w+)$", r"blocks.\1.gcn.\2"),
+        (r"^gcn\.(\d+)\.tcn\.branches\.(\d+)\.3\.conv\.(\w+)$", r"blocks.\1.tcn.branches.\2.3.\3"),
+        (
+            r"^gcn\.(\d+)\.tcn\.((?:branches\.\d+(?:\.[01])?|transform\.[02]|bn)\.\w+)$",
+            r"blocks.\1.tcn.\2",
+        ),
+        (r"^gcn\.(\d+)\.residual\.conv\.(\w+)$", r"blocks.\1.residual.0.\2"),
+        (r"^gcn\.(\d+)\.residual\.bn\.(\w+)$", r"blocks.\1.residual.1.\2"),
+    )
+)
+#: GCN heads: PYSKL's GCNHead (a SimpleHead: fc_cls) and mmaction2 1.x's (fc)
+_HEAD_GCN = ("cls_head.fc_cls.", "cls_head.fc.")
+
+
+def stgcnpp_key(key: str) -> str | None:
+    """Our ``stgcnpp`` name for a PYSKL / mmaction2 ST-GCN++ key (see the module docstring)."""
+    for prefix in _HEAD_GCN:
+        if key.startswith(prefix) and key.count(".") == 2:
+            return "head.fc." + key.removeprefix(prefix)
+    rest = key.removeprefix("backbone.")
+    if rest == key:
+        return None
+    for pattern, repl in _STGCNPP_RULES:
+        if pattern.match(rest):
+            return "backbone." + pattern.sub(repl, rest)
+    return None
+
+
+#: the unimodal ResNet3d models: one family of checkpoints (same names, shapes differ)
+RESNET3D_UNIMODAL = ("posec3d", "pose_only", "rgb_only")
+#: our model name -> its key rule (PYSKL / mmaction2 key -> ours; None: no counterpart)
+PYSKL_KEY_RULES: dict[str, Callable[[str], str | None]] = {
+    "rgbpose_conv3d": partial(pyskl_key, rgbpose=True),
+    **dict.fromkeys(RESNET3D_UNIMODAL, partial(pyskl_key, rgbpose=False)),
+    "c3d_light": plain_key,
+    "x3d_shallow": plain_key,
+    "stgcnpp": stgcnpp_key,
+}
+
+
+def pyskl_model_name(model: nn.Module) -> str:
+    """The registered name whose rule ``import_pyskl`` applies to ``model`` (its ``spec``;
+    without one, ``rgbpose_conv3d`` or a ResNet3d unimodal model by type)."""
+    spec = getattr(model, "spec", None)
+    if isinstance(spec, Mapping) and isinstance(spec.get("model_name"), str):
+        return spec["model_name"]
+    return "rgbpose_conv3d" if isinstance(model, RGBPoseRecognizer) else "posec3d"
+
+
 def import_pyskl(state_dict: Mapping[str, Tensor], model: nn.Module) -> StateDict:
-    """Convert a PYSKL/mmaction2 state dict to ``model``'s names (any of our four models)."""
-    rgbpose = isinstance(model, RGBPoseRecognizer)
+    """Convert a PYSKL/mmaction2 state dict to ``model``'s names with the rule of its model
+    (:data:`PYSKL_KEY_RULES`); ``ValueError`` naming the keys on any mismatch."""
+    name = pyskl_model_name(model)
+    rule = PYSKL_KEY_RULES.get(name)
+    if rule is None:
+        raise ValueError(
+            f"import_pyskl: no PYSKL key rules for model {name!r} "
+            f"(supported: {', '.join(sorted(PYSKL_KEY_RULES))})"
+        )
     produced: dict[str, list[tuple[str, Tensor]]] = {}
     unmapped: list[str] = []
     for key, value in state_dict.items():
         # DDP-wrapped saves prefix every key with "module."; the names are otherwise the same.
-        new = pyskl_key(key.removeprefix("module."), rgbpose)
+        new = rule(key.removeprefix("module."))
         if new is None:
             unmapped.append(key)
         else:
             produced.setdefault(new, []).append((key, value))
-    kind = "rgbpose_conv3d" if rgbpose else type(model).__name__
     return _check_and_collect(
-        model.state_dict(), produced, unmapped, f"import_pyskl (PYSKL -> {kind})"
+        model.state_dict(), produced, unmapped, f"import_pyskl (PYSKL -> {name})"
     )
 
 

@@ -25,6 +25,7 @@ from rgbpose.models.rgbpose import make_lateral
 K = 5
 SMALL_RGB = {"base_channels": 8, "stage_blocks": (1, 1, 1, 1)}
 SMALL_POSE = {"base_channels": 4, "stage_blocks": (1, 2, 1)}
+DRSR_SMALL = {"clip_len": 8, "image_size": 32, "segments": (2, 4, 6), "num_layers": 1}
 # Reduced-width overrides and inputs for every registered model (rgb 32^2 x 8, pose 8^2 x 32 keeps
 # the 4:1 spatial and 1:4 temporal ratios of 224/56 and 8/32).
 SMALL = {
@@ -40,9 +41,16 @@ SMALL = {
     "ske2grid": ({"base_channels": 4}, [(2, 2, 16, 17, 3)]),
     "stgcnpp": ({"base_channels": 8}, [(2, 2, 16, 17, 3)]),
     "infogcn": ({"base_channels": 16}, [(2, 2, 16, 25, 3)]),
+    # DRSR: full widths; 8 frames of 32^2 (the trunk's stride is 32), 2/4/6 segments, 1 layer
+    "drsr": (DRSR_SMALL, [(2, 3, 8, 32, 32), (2, 1, 8, 32, 32)]),
+    "drsr_fusion": (DRSR_SMALL, [(2, 3, 8, 32, 32), (2, 1, 8, 32, 32)] * 2),
 }
-#: models whose loss is cross-entropy alone (it starts near log K per head)
-CE_ONLY = set(SMALL) - {"infogcn"}
+#: models whose loss is cross-entropy alone (it starts near log K per head); DRSR's logits are
+#: divided by its sharpness tau (0.04) and its losses add KL / BCE / MSE terms
+CE_ONLY = set(SMALL) - {"infogcn", "drsr", "drsr_fusion"}
+#: classifier layers (Linear to K) of models with more than one per scored head: DRSR's three
+#: branch heads max-merged into 'logits'; FusionNet's fusion efc + its RGB and depth classifiers
+HEAD_FCS = {"drsr": 3, "drsr_fusion": 3}
 
 
 def _within(value: int, reference: float, rel: float = 0.005) -> bool:
@@ -163,7 +171,7 @@ def test_forward_backward_small(name):
             assert p.grad is not None and torch.isfinite(p.grad).all(), pname
     assert model.head is not None and model.backbone is not None
     fcs = [m for m in model.head.modules() if isinstance(m, nn.Linear) and m.out_features == K]
-    assert len(fcs) == len(heads)
+    assert len(fcs) == HEAD_FCS.get(name, len(heads))
     for fc in fcs:
         assert fc.weight.grad.abs().sum() > 0
 

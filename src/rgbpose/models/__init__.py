@@ -12,6 +12,8 @@ name               what                                                        i
 ``c3d_light``      PoseC3D C3D-light (3x3x3 conv stack, no temporal pooling)   [N,17,48,56,56]
 ``x3d_shallow``    PoseC3D X3D-shallow (blocks 2,5,3, gamma_b 2.25, no SE)     [N,17,48,56,56]
 ``stgcnpp``        ST-GCN++ (10 GCN blocks, learnable graph, MS-TCN; layout)   [N,2,100,17,3]
+``drsr``           DRSR I3DWTrans: spatial Inception + FRP, RCM, 3-scale trans  clip, guidance
+``drsr_fusion``    DRSR FusionNet (CAPF): RGB + depth I3DWTrans, cross fusion   (rgb, depth)
 =================  ==========================================================  ================
 
 Each model file registers its builders with an input contract (``rgbpose.models.registry``:
@@ -43,6 +45,8 @@ from typing import Any
 from torch import nn
 
 from rgbpose.models.c3d import C3D, C3DConfig, c3d_light
+from rgbpose.models.drsr import DRSR, drsr
+from rgbpose.models.drsr_fusion import DRSRFusion, drsr_fusion
 from rgbpose.models.heads import ClsHead, RGBPose, RGBPoseHead
 from rgbpose.models.infogcn import InfoGCN, InfoGCNOutput, infogcn
 from rgbpose.models.registry import (
@@ -132,6 +136,8 @@ __all__ = [
     "BACKBONE_OVERRIDES",
     "C3D",
     "C3DConfig",
+    "DRSR",
+    "DRSRFusion",
     "MODELS",
     "Contract",
     "ModelEntry",
@@ -156,6 +162,8 @@ __all__ = [
     "build_from_spec",
     "build_model",
     "c3d_light",
+    "drsr",
+    "drsr_fusion",
     "count_parameters",
     "get_entry",
     "infogcn",

@@ -154,6 +154,14 @@ def test_cosine_lr_hand_computed() -> None:
     assert lr_at(10, 0.1, sched, 5) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_cosine_to_min_lr_hand_computed() -> None:
+    # DRSR's recipe: cosine down to 1e-5; total 10 iterations, base 0.01
+    sched = ScheduleConfig(kind="cosine", epochs=2, min_lr=1e-5)
+    assert lr_at(0, 0.01, sched, 5) == pytest.approx(0.01)
+    assert lr_at(5, 0.01, sched, 5) == pytest.approx(1e-5 + 0.5 * (0.01 - 1e-5))  # 0.005005
+    assert lr_at(10, 0.01, sched, 5) == pytest.approx(1e-5, abs=1e-15)
+
+
 def test_step_lr_at_milestones() -> None:
     sched = ScheduleConfig(kind="step", epochs=4, milestones=(2, 3), gamma=0.1)
     ipe = 4

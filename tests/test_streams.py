@@ -279,7 +279,9 @@ def test_every_shipped_stream_fits_its_data():
         ("ntu120", "infogcn_k8_mot"),
         ("demo", "infogcn_mot"),
     } <= checked
-    assert len(checked) == 3 + 2 + 8 + 23 + 23
+    assert {("demo", "drsr_rgbd"), ("ntu60", "drsr_depth")} <= checked
+    # demo 3, demo_posec3d 2, demo_zoo 8, ntu60 23 (+ 3 DRSR in ntu60_drsr), ntu120 23, demo_drsr 3
+    assert len(checked) == 3 + 2 + 8 + 23 + 23 + 3 + 3
 
 
 def test_demo_posec3d_adds_two_streams_and_their_fusion():

@@ -311,3 +311,86 @@ def test_parallel_synthesis_matches_serial(tmp_path):
         assert (tmp_path / "a" / f"{name}.skeleton").read_text() == (
             tmp_path / "b" / f"{name}.skeleton"
         ).read_text()
+
+
+# ---------------------------------------------------------------------------- masked depth
+
+
+def _joint_depth_errors(depth, seq, meta):
+    """Per real-body joint inside the depth frame: (frame, joint, z in mm, depth at its pixel)."""
+    rows = []
+    for t, bodies in enumerate(seq.frames):
+        for b in bodies:
+            if b.body_id not in meta["actor_body_ids"]:
+                continue
+            for j in range(25):
+                u, v = (int(round(c)) for c in b.joints[j, 3:5])
+                if 0 <= u < 512 and 0 <= v < 424:
+                    rows.append((t, j, b.xyz[j, 2] * 1000.0, float(depth[t, v, u])))
+    return np.array(rows)
+
+
+def test_depth_matches_the_skeleton(tiny_renders):
+    from rgbpose.synthetic.body import make_performer
+
+    for name in ("S001C002P001R001A024", "S001C002P002R001A024", "S001C001P001R001A058"):
+        depth = syn.render_depth(TINY, name)
+        assert depth.shape == (TINY.frames, 424, 512) and depth.dtype == np.uint16
+        _, seq, meta = tiny_renders[name]
+        rows = _joint_depth_errors(depth, seq, meta)
+        assert len(rows) >= 0.9 * TINY.frames * 25 * len(meta["actor_body_ids"])
+        z, d = rows[:, 2], rows[:, 3]
+        # the mask covers the person: every projected joint is on a non-zero pixel, and the
+        # nearest surface at a joint's pixel is never behind the joint (z-buffer, mm rounding)
+        assert (d > 0).all()
+        assert (d <= z + 5).all()
+        # a person is ~5% of the frame; the rest is background 0
+        assert 0.01 < (depth > 0).mean() < 0.2
+        # the body's surface is within its thickest radius (the torso) of every joint it hides
+        perf = make_performer(TINY.seed, parse_name(name).performer)
+        r_max = 1000 * 0.12 * perf.bulk * perf.scale
+        if parse_name(name).action == 24:  # facing camera 2, standing at frame 0: all visible
+            first = rows[rows[:, 0] == 0]
+            assert len(first) == 25
+            assert (np.abs(first[:, 2] - first[:, 3]) <= r_max + 5).all()
+        assert np.median(z - d) < r_max
+
+
+def test_synthesize_writes_depth_and_keeps_rgb_identical(tmp_path):
+    import cv2
+
+    name = "S001C001P002R001A058"
+    syn.synthesize(TINY, tmp_path / "plain", names=[name])
+    rc = syn.cli_synthesize(
+        ["-o", str(tmp_path / "with"), "--config-json", json.dumps(_tiny_json()), "--only", name,
+         "--depth-dir", str(tmp_path / "depth")]
+    )  # fmt: skip
+    assert rc == 0
+    for f in (f"{name}_rgb.avi", f"{name}.skeleton", "synthetic_meta.json"):
+        assert (tmp_path / "with" / f).read_bytes() == (tmp_path / "plain" / f).read_bytes()
+    folder = tmp_path / "depth" / name
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == [f"MDepth-{i:08d}.png" for i in range(1, TINY.frames + 1)]
+    ref = syn.render_depth(TINY, name)
+    for i, f in enumerate(files):
+        img = cv2.imread(str(folder / f), cv2.IMREAD_UNCHANGED)
+        assert img.dtype == np.uint16 and img.shape == (424, 512)
+        np.testing.assert_array_equal(img, ref[i])
+    assert [p.name for p in (tmp_path / "depth").iterdir()] == [name]  # no temp folders left
+    # rewriting replaces the folder
+    syn.synthesize(TINY, tmp_path / "with", names=[name], depth_dir=tmp_path / "depth")
+    assert sorted(p.name for p in folder.iterdir()) == files
+    # depth only (the workflow's synthesize_depth rule): the same frames, nothing else written
+    rc = syn.cli_synthesize(["--depth-only", "--depth-dir", str(tmp_path / "only"),
+                             "--config-json", json.dumps(_tiny_json()), "--only", name])  # fmt: skip
+    assert rc == 0 and [p.name for p in (tmp_path / "only").iterdir()] == [name]
+    for f in files:
+        a = cv2.imread(str(folder / f), cv2.IMREAD_UNCHANGED)
+        b = cv2.imread(str(tmp_path / "only" / name / f), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(SystemExit):  # --depth-only needs --depth-dir and excludes -o
+        syn.cli_synthesize(["--depth-only", "-o", str(tmp_path / "x")])
+
+
+def _tiny_json():
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(TINY).items()}

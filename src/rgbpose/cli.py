@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "denoise": ("rgbpose.preprocess.denoise", "denoise / track poses and select persons"),
     "build-annotations": ("rgbpose.preprocess.annotations", "write the PYSKL annotation pickle"),
     "frame-store": ("rgbpose.preprocess.framestore", "store training frames for fast reads"),
+    "depth-store": ("rgbpose.preprocess.depth", "DRSR: RGB ROI + masked depth crops per frame"),
     "train": ("rgbpose.engine.train", "train a model (single process or torchrun)"),
     "merge": ("rgbpose.models.convert", "build a stream's init from its init_from checkpoints"),
     "import-pyskl": ("rgbpose.models.pyskl_import", "convert a PYSKL/mmaction2 checkpoint"),

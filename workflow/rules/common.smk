@@ -46,6 +46,16 @@ def check_dataset(name, cfg):
         raise WorkflowError(
             f"config: {key}.onnx_model is required by pose_backend onnx"
         )
+    depth = cfg.get("raw_depth_dir")
+    if (
+        "synthetic" in cfg
+        and depth
+        and Path(depth) != Path(f"results/{name}/depth_masked")
+    ):
+        raise WorkflowError(
+            f"config: {key}.raw_depth_dir: a synthetic dataset writes its depth to "
+            f"results/{name}/depth_masked, got {depth!r}"
+        )
     if "synthetic" in cfg:
         from rgbpose.synthetic import SynthConfig
 
@@ -243,6 +253,19 @@ def extract_options(wildcards):
 def compress_options(wildcards):
     c = dataset_cfg(wildcards.dataset)["compress"]
     return [f"--{k}={c[k]}" for k in ("height", "crf", "preset", "gop")]
+
+
+def has_depth(dataset):
+    return bool(dataset_cfg(dataset).get("raw_depth_dir"))
+
+
+def depth_skips(wildcards):
+    """The depth stage's skip TSVs when the dataset has depth: build_annotations leaves those
+    samples out of every stream, so all streams (and their fusions) see the same samples.
+    """
+    if not has_depth(wildcards.dataset):
+        return []
+    return all_shards("results/{dataset}/shards/depth/{shard}.skipped.tsv")(wildcards)
 
 
 def frame_store_on(dataset):

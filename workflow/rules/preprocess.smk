@@ -146,6 +146,7 @@ rule build_annotations:
             "results/{dataset}/shards/poses/{shard}.skipped.tsv",
             "results/{dataset}/shards/denoised/{shard}.skipped.tsv",
         ),
+        depth_skipped=depth_skips,
     output:
         ann="results/{dataset}/annotations.pkl",
         skipped=report(
@@ -168,7 +169,8 @@ rule build_annotations:
     shell:
         "rgbpose build-annotations {input.poses:q} -o {output.ann:q}"
         " --dataset {params.protocol} --benchmarks {params.benchmarks:q}"
-        " --skipped-in {input.scan:q} {input.skipped:q} --skipped-out {output.skipped:q}"
+        " --skipped-in {input.scan:q} {input.skipped:q} {input.depth_skipped:q}"
+        " --skipped-out {output.skipped:q}"
         " --video-manifests {input.manifests:q} --on-bad-sample {params.policy}"
         " --pose-layout {params.layout} > {log:q} 2>&1"
 
@@ -202,4 +204,56 @@ rule frame_store:
         "rgbpose frame-store --ann {input.ann:q} --video-dir results/{wildcards.dataset}/videos"
         " --out-dir results/{wildcards.dataset}/frames --manifest {output.manifest:q}"
         " --skipped {output.skipped:q} --names {params.names:q} {params.options:q}"
+        " --on-bad-sample {params.policy} --jobs {threads} > {log:q} 2>&1"
+
+
+# DRSR (RGB-D): NTU masked depth -> per sample the 320x240 RGB region of interest and depth crop
+# of every frame (rgbpose.preprocess.depth).  Its bad samples go to build_annotations, which
+# leaves them out of every stream.  A synthetic dataset renders its depth first.
+rule synthesize_depth:
+    output:
+        directory("results/{dataset}/depth_masked"),
+    log:
+        "logs/synthesize_depth/{dataset}.log",
+    benchmark:
+        "benchmarks/synthesize_depth/{dataset}.tsv"
+    conda:
+        "../../envs/rgbpose.yaml"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        synth=synth_config_json,
+    shell:
+        "rgbpose synthesize --depth-only --depth-dir {output:q}"
+        " --config-json {params.synth:q} --jobs {threads} > {log:q} 2>&1"
+
+
+rule depth_store:
+    input:
+        depth=raw_dir("raw_depth_dir"),
+        manifest="results/{dataset}/shards/compress/{shard}.tsv",
+    output:
+        manifest="results/{dataset}/shards/depth/{shard}.tsv",
+        skipped="results/{dataset}/shards/depth/{shard}.skipped.tsv",
+    log:
+        "logs/depth_store/{dataset}_{shard}.log",
+    benchmark:
+        "benchmarks/depth_store/{dataset}_{shard}.tsv"
+    conda:
+        "../../envs/rgbpose.yaml"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=120,
+    params:
+        names=shard_sample_names,
+        tolerance=lambda w: dataset_cfg(w.dataset)["depth_frame_tolerance"],
+        policy=bad_sample_policy,
+    shell:
+        "rgbpose depth-store {params.names:q} --depth-dir {input.depth:q}"
+        " --video-dir results/{wildcards.dataset}/videos"
+        " --out-dir results/{wildcards.dataset}/drsr_store --manifest {output.manifest:q}"
+        " --skipped {output.skipped:q} --frame-tolerance {params.tolerance}"
         " --on-bad-sample {params.policy} --jobs {threads} > {log:q} 2>&1"

@@ -74,6 +74,11 @@ def stream_run_config(dataset, stream):
         raise WorkflowError(
             f"config: datasets.{dataset}.streams.{stream}.config: {exc}"
         ) from None
+    if getattr(cfg.data, "store_kind", None) == "drsr" and not has_depth(dataset):
+        raise WorkflowError(
+            f"config: datasets.{dataset}.streams.{stream}: its pipeline ({path}: data.modality "
+            f"drsr) reads depth; set datasets.{dataset}.raw_depth_dir"
+        )
     return path, cfg
 
 
@@ -95,27 +100,38 @@ def set_options(wildcards):
     return ["--set", *(f"{k}={json.dumps(v)}" for k, v in sets.items())] if sets else []
 
 
-def stream_reads_rgb(wildcards):
+def stream_store(wildcards):
+    """(shard manifest pattern, folder) of the training store the stream's pipeline reads (its
+    data config's ``store_kind``), or None: the RGB frame store when the dataset has it on,
+    DRSR's depth store."""
     cfg = stream_run_config(wildcards.dataset, wildcards.stream)[1]
-    return bool(getattr(cfg.data, "uses_rgb", False))
+    kind = getattr(cfg.data, "store_kind", None)
+    if kind == "frames" and frame_store_on(wildcards.dataset):
+        return "results/{dataset}/shards/frames/{shard}.tsv", "frames"
+    if kind == "drsr":
+        return "results/{dataset}/shards/depth/{shard}.tsv", "drsr_store"
+    return None
 
 
 def stream_videos(wildcards):
-    """The compressed-video manifests when the stream's pipeline reads videos (and the frame
-    store's, when the dataset has one), else none."""
-    if not stream_reads_rgb(wildcards):
-        return []
-    patterns = ["results/{dataset}/shards/compress/{shard}.tsv"]
-    if frame_store_on(wildcards.dataset):
-        patterns.append("results/{dataset}/shards/frames/{shard}.tsv")
-    return all_shards(*patterns)(wildcards)
+    """What the stream reads besides the annotations: the compressed-video manifests when its
+    pipeline decodes video, and its training store's manifests."""
+    cfg = stream_run_config(wildcards.dataset, wildcards.stream)[1]
+    patterns = []
+    if getattr(cfg.data, "uses_rgb", False):
+        patterns.append("results/{dataset}/shards/compress/{shard}.tsv")
+    store = stream_store(wildcards)
+    if store is not None:
+        patterns.append(store[0])
+    return all_shards(*patterns)(wildcards) if patterns else []
 
 
 def frame_store_option(wildcards):
-    """``--frame-store DIR`` for a stream that reads RGB when the dataset has a frame store."""
-    if stream_reads_rgb(wildcards) and frame_store_on(wildcards.dataset):
-        return ["--frame-store", f"results/{wildcards.dataset}/frames"]
-    return []
+    """``--frame-store DIR`` of the stream's training store, if it reads one."""
+    store = stream_store(wildcards)
+    if store is None:
+        return []
+    return ["--frame-store", f"results/{wildcards.dataset}/{store[1]}"]
 
 
 def stream_dir(wildcards, stream=None):

@@ -160,6 +160,12 @@ class PipelineConfig:
         return self.modality in ("rgb", "rgbpose")
 
     @property
+    def store_kind(self) -> str | None:
+        """The training store this pipeline reads (``--frame-store``): the RGB frame store
+        (``rgbpose frame-store``) when it decodes video, else none."""
+        return "frames" if self.uses_rgb else None
+
+    @property
     def uses_pose(self) -> bool:
         return self.modality in ("pose", "rgbpose")
 
@@ -230,6 +236,7 @@ _PIPELINES: dict[str, PipelineEntry] = {
     "infogcn": PipelineEntry(
         "infogcn", "rgbpose.data.infogcn:InfoGCNConfig", "rgbpose.data.infogcn:InfoGCNDataset"
     ),
+    "drsr": PipelineEntry("drsr", "rgbpose.data.drsr:DRSRConfig", "rgbpose.data.drsr:DRSRDataset"),
 }
 
 

@@ -347,8 +347,9 @@ def build_dataset(
     ``ann_file`` is an annotation pickle (read with the restricted unpickler) or an already
     loaded ``{'split': ..., 'annotations': [...]}`` dict.  ``video_dir`` holds
     ``<frame_dir>.mp4`` and is required for 'rgb' and 'rgbpose'; ``frame_store``, when given,
-    is a folder of ``<frame_dir>.frames`` (``rgbpose frame-store``) the RGB pipelines read clips
-    from instead (a clip the store does not cover comes from the video).  Every record of the split is
+    is the folder of the training store the pipeline reads (its config's ``store_kind``): the RGB
+    pipelines' ``<frame_dir>.frames`` (``rgbpose frame-store``; a clip the store does not cover
+    comes from the video), DRSR's ``<frame_dir>.npz`` (``rgbpose depth-store``).  Every record of the split is
     checked first (:func:`validate_annotations`; labels against ``num_classes`` when given): a
     bad one raises ``BadSampleError`` naming the file and the sample.
     """
@@ -356,7 +357,7 @@ def build_dataset(
     layout = resolve_layout(cfg, annos, source)
     validate_annotations(annos, source, cfg, layout, num_classes)
     dataset_cls = pipeline_entry(cfg.modality).dataset_cls()
-    extra = {"frame_store": frame_store} if frame_store and getattr(cfg, "uses_rgb", False) else {}
+    extra = {"frame_store": frame_store} if frame_store and getattr(cfg, "store_kind", None) else {}
     return dataset_cls(
         cfg, annos, mode, video_dir=video_dir, layout=layout, source=source, views=views, **extra
     )

@@ -70,7 +70,8 @@ class ScheduleConfig:
     One epoch is ``repeat`` passes over the training split (PYSKL's ``RepeatDataset(times=...)``:
     the 18/24 "epochs" of the recipes are each 10 passes). ``milestones`` are epochs at which a
     step schedule multiplies the rate by ``gamma``. ``warmup_epochs`` (may be fractional) ramps the
-    rate linearly from ``lr / warmup_iters`` up to the scheduled value.
+    rate linearly from ``lr / warmup_iters`` up to the scheduled value. ``min_lr``: the rate a
+    cosine schedule ends at (absolute, not scaled with the batch).
     """
 
     kind: Literal["cosine", "step"]
@@ -79,6 +80,7 @@ class ScheduleConfig:
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
     warmup_epochs: float = 0.0
+    min_lr: float = 0.0
 
 
 @dataclass(frozen=True)

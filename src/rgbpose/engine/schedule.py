@@ -48,14 +48,17 @@ def iters_per_epoch(num_samples: int, repeat: int, batch_size: int, world_size: 
 def lr_at(iteration: int, base_lr: float, schedule: ScheduleConfig, iters_per_ep: int) -> float:
     """Learning rate of (0-based) ``iteration``.
 
-    cosine: ``0.5 * base_lr * (1 + cos(pi * it / total))`` with ``total = epochs *
-    iters_per_epoch`` (reaches 0 at the end); step: ``base_lr * gamma ** k`` where k is the
+    cosine: ``min_lr + 0.5 * (base_lr - min_lr) * (1 + cos(pi * it / total))`` with ``total =
+    epochs * iters_per_epoch`` (reaches ``min_lr``, default 0, at the end); step: ``base_lr * gamma ** k`` where k is the
     number of milestones ``m`` with ``it >= m * iters_per_epoch``. During the first
     ``warmup_epochs * iters_per_epoch`` iterations the rate is multiplied by ``(it + 1) / W``.
     """
     total = schedule.epochs * iters_per_ep
     if schedule.kind == "cosine":
-        lr = 0.5 * base_lr * (1.0 + math.cos(math.pi * min(iteration, total) / total))
+        floor = schedule.min_lr
+        lr = floor + 0.5 * (base_lr - floor) * (
+            1.0 + math.cos(math.pi * min(iteration, total) / total)
+        )
     elif schedule.kind == "step":
         passed = sum(iteration >= m * iters_per_ep for m in schedule.milestones)
         lr = base_lr * schedule.gamma**passed

@@ -541,7 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-dir", default=None, help="folder of <name>.mp4 (RGB models)")
     p.add_argument(
         "--frame-store", default=None,
-        help="folder of <name>.frames (rgbpose frame-store): RGB clips are read from it",
+        help="the training store of the pipeline: <name>.frames (rgbpose frame-store) for RGB, "
+        "<name>.npz (rgbpose depth-store) for drsr",
     )  # fmt: skip
     p.add_argument("--work-dir", required=True, help="resume state, logs, TensorBoard")
     p.add_argument("--out", required=True, help="final checkpoint (best validation top-1)")

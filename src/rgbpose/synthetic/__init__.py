@@ -16,12 +16,14 @@ How a sample is made, one module a step
   world coordinates;
 * ``skeleton``: the ``.skeleton`` records one camera sees, with the noise bodies;
 * ``render``: the RGB frames (OpenCV) and ``render_sample``;
+* ``depth``: NTU's masked depth (``render_depth``; written with ``synthesize(depth_dir=...)``);
 * ``writer``: the files (``synthesize``, ``write_video``) and ``rgbpose synthesize``.
 
 The contact sheet of a few videos (``rgbpose contact-sheet``) is in ``rgbpose.report``.
 """
 
 from .config import DEFAULT_ACTIONS, SUPPORTED_ACTIONS, SynthConfig, sample_names
+from .depth import render_depth, write_depth_frames
 from .render import render_sample
 from .scene import color_intrinsics, depth_intrinsics, project
 from .writer import cli_synthesize, synthesize, write_video
@@ -34,8 +36,10 @@ __all__ = [
     "color_intrinsics",
     "depth_intrinsics",
     "project",
+    "render_depth",
     "render_sample",
     "sample_names",
     "synthesize",
+    "write_depth_frames",
     "write_video",
 ]

@@ -1,4 +1,5 @@
-"""Writing the dataset: ``<name>_rgb.avi`` + ``<name>.skeleton`` per sample, the metadata file,
+"""Writing the dataset: ``<name>_rgb.avi`` + ``<name>.skeleton`` per sample, optionally NTU's
+masked depth ``<depth_dir>/<name>/MDepth-%08d.png`` (``synthetic.depth``), the metadata file,
 and the ``rgbpose synthesize`` command.
 """
 
@@ -20,6 +21,7 @@ from rgbpose.io import atomic_path, write_text_atomic
 from rgbpose.skeleton_file import write_skeleton
 
 from .config import SynthConfig, sample_names
+from .depth import render_depth, write_depth_frames
 from .render import render_sample
 
 
@@ -51,23 +53,34 @@ def write_video(frames: np.ndarray, dst: str | os.PathLike, fps: float, crf: int
             ) from None
 
 
-def _write_one(args: tuple[SynthConfig, str, str]) -> dict[str, Any]:
-    cfg, name, out_dir = args
+def _write_one(args: tuple[SynthConfig, str, str | None, str | None]) -> dict[str, Any]:
+    cfg, name, out_dir, depth_dir = args
+    if out_dir is None:  # depth only
+        write_depth_frames(render_depth(cfg, name), Path(depth_dir) / name)
+        return {"name": name}
     frames, seq, meta = render_sample(cfg, name)
     out = Path(out_dir)
     write_skeleton(seq, out / f"{name}.skeleton")
     write_video(frames, out / f"{name}_rgb.avi", cfg.fps)
+    if depth_dir is not None:
+        write_depth_frames(render_depth(cfg, name), Path(depth_dir) / name)
     return meta
 
 
 def synthesize(
     cfg: SynthConfig,
-    out_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None,
     names: Iterable[str] | None = None,
     progress: bool = False,
     jobs: int = 1,
+    depth_dir: str | os.PathLike | None = None,
 ) -> list[dict[str, Any]]:
     """Write ``<name>_rgb.avi`` + ``<name>.skeleton`` for ``names`` (default: all) into ``out_dir``.
+
+    With ``depth_dir`` also NTU's masked depth, ``<depth_dir>/<name>/MDepth-%08d.png`` (16-bit,
+    512x424, mm, background 0; one per RGB frame, 1-based; ``rgbpose.synthetic.depth``).  The
+    depth is an extra output only: the videos, skeletons and metadata are the same without it.
+    ``out_dir`` None writes the depth alone (returns ``[{"name": ...}]``, no metadata file).
 
     Returns per-sample metadata (name, label, class, real body ids, noise bodies) in name order
     and writes it, with the config, to ``<out_dir>/synthetic_meta.json``
@@ -79,9 +92,13 @@ def synthesize(
     bad = [n for n in todo if n not in valid]
     if bad:
         raise ValueError(f"not samples of this synthetic config: {bad[:5]}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    work = [(cfg, n, str(out)) for n in todo]
+    if out_dir is None and depth_dir is None:
+        raise ValueError("nothing to write: give an output folder or a depth folder")
+    out = None if out_dir is None else Path(out_dir)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    depth = None if depth_dir is None else str(depth_dir)
+    work = [(cfg, n, None if out is None else str(out), depth) for n in todo]
     show = progress and sys.stderr.isatty()
     if jobs > 1 and len(work) > 1:
         import multiprocessing
@@ -91,6 +108,8 @@ def synthesize(
             metas = list(_progress(it, len(work), show))
     else:
         metas = list(_progress(map(_write_one, work), len(work), show))
+    if out is None:
+        return metas
     doc = {"config": _config_dict(cfg), "samples": metas}
     write_text_atomic(out / "synthetic_meta.json", json.dumps(doc, indent=1) + "\n")
     return metas
@@ -119,12 +138,13 @@ def _load_config_file(path: str) -> dict[str, Any]:
 
 
 def cli_synthesize(argv: Sequence[str] | None = None) -> int:
-    """``rgbpose synthesize -o OUT_DIR [--config F] [--seed N] [--width W] [--height H] ...``."""
+    """``rgbpose synthesize -o OUT_DIR [--config F] [--seed N] [--width W] [--height H]
+    [--depth-dir DIR] ...``."""
     ap = argparse.ArgumentParser(
         prog="rgbpose synthesize",
         description="The embedded synthetic NTU-like dataset (DESIGN.md section 9).",
     )
-    ap.add_argument("-o", "--out-dir", required=True, type=Path)
+    ap.add_argument("-o", "--out-dir", type=Path, help="videos, skeletons and metadata")
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--config", help="YAML/JSON file with SynthConfig keys")
     src.add_argument("--config-json", help="SynthConfig keys as an inline JSON object")
@@ -133,8 +153,18 @@ def cli_synthesize(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--height", type=int)
     ap.add_argument("--frames", type=int)
     ap.add_argument("--only", nargs="+", metavar="NAME", help="write only these samples")
+    ap.add_argument(
+        "--depth-dir",
+        type=Path,
+        help="also write NTU masked depth DIR/<name>/MDepth-%%08d.png (off by default)",
+    )
+    ap.add_argument(
+        "--depth-only", action="store_true", help="write only the depth (needs --depth-dir)"
+    )
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     args = ap.parse_args(argv)
+    if args.depth_only != (args.out_dir is None) or (args.depth_only and not args.depth_dir):
+        ap.error("give -o OUT_DIR, or --depth-only with --depth-dir DIR")
     try:
         if args.config_json:
             d = json.loads(args.config_json)
@@ -145,12 +175,23 @@ def cli_synthesize(argv: Sequence[str] | None = None) -> int:
                 d[key] = getattr(args, key)
         cfg = SynthConfig.from_dict(d)
         t0 = time.perf_counter()
-        metas = synthesize(cfg, args.out_dir, names=args.only, progress=True, jobs=args.jobs)
+        metas = synthesize(
+            cfg,
+            args.out_dir,
+            names=args.only,
+            progress=True,
+            jobs=args.jobs,
+            depth_dir=args.depth_dir,
+        )
     except (ValueError, OSError) as exc:
         from rgbpose.cli import report_error  # noqa: PLC0415
 
         # a bad config/--only value is a usage error (2); an unreadable/unwritable file is 1
         return report_error("rgbpose synthesize", exc, 2 if isinstance(exc, ValueError) else 1)
+    if args.depth_only:
+        print(f"wrote the depth of {len(metas)} samples to {args.depth_dir} "
+              f"in {time.perf_counter() - t0:.1f} s")  # fmt: skip
+        return 0
     noisy = sum(1 for m in metas if m["noise_bodies"])
     print(
         f"wrote {len(metas)} samples ({noisy} with noise bodies) to {args.out_dir} "

@@ -8,7 +8,8 @@ worker does per clip, at the real sizes: RGB 8 frames 224^2, pose 32 frames 56^2
 
 Rows: ``decode_8`` (decord alone: 8 sparse frames), ``pose_train``, ``pose_train_kp`` (pose
 pipeline with heatmaps_on_device: keypoints only), ``rgb_train``, ``rgbpose_train`` and
-``rgbpose_train_kp``; then the same RGB rows read from the training frame store
+``rgbpose_train_kp``, ``rgbpose_train_dev`` (keypoints and uint8 RGB: heatmaps and
+normalisation on the GPU, as the NTU recipes do); then the same RGB rows read from the training frame store
 (``rgbpose frame-store``: JPEG q90 4:4:4 crops) as ``<row>_store`` (``decode_8_store``: the
 store's reader alone), with ``vs_video`` = their clips/s over the 540p-video row measured in the
 same run.  Usage: ``python benchmarks/loader.py [--out benchmarks/loader_results.tsv]``.
@@ -159,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
             "rgb_train": PipelineConfig(modality="rgb"),
             "rgbpose_train": rgbpose,
             "rgbpose_train_kp": dataclasses.replace(rgbpose, heatmaps_on_device=True),
+            "rgbpose_train_dev": dataclasses.replace(
+                rgbpose, heatmaps_on_device=True, rgb_normalize_on_device=True
+            ),
         }
         for name, cfg in configs.items():
             ds = build_dataset(cfg, ann, "train", "train", video_dir=root)
@@ -174,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             ("decode_8_store", clips_per_s(lambda i: readers[i].read(rgb_inds), len(names),
                                            args.min_time))
         )  # fmt: skip
-        for name in ("rgb_train", "rgbpose_train", "rgbpose_train_kp"):
+        for name in ("rgb_train", "rgbpose_train", "rgbpose_train_kp", "rgbpose_train_dev"):
             ds = build_dataset(configs[name], ann, "train", "train", video_dir=root,
                                frame_store=store)  # fmt: skip
             rows.append((f"{name}_store", clips_per_s(ds.__getitem__, len(ds), args.min_time)))

@@ -428,6 +428,34 @@ def test_set_epoch_called_before_each_epochs_batches(tmp_path: Path) -> None:
     assert model.loss_epochs == [0] * 6 + [1] * 6 + [2] * 6
 
 
+def test_tensorboard_gets_the_loss_every_log_every_iterations(tmp_path: Path) -> None:
+    """No host sync per iteration: the loss reaches TensorBoard at the progress cadence (every
+    log_every iterations and at each epoch's end), not every step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    torch.manual_seed(0)
+    cfg = toy_config(**{"schedule.epochs": 2})  # 6 iterations per epoch
+    train(cfg, ToyNet(), ToyData(), None, tmp_path / "w", tmp_path / "o.pt", device="cpu",
+          log_every=4)  # fmt: skip
+    acc = EventAccumulator(str(tmp_path / "w" / "tb"))
+    acc.Reload()
+    steps = [e.step for e in acc.Scalars("train/loss")]
+    assert steps == [4, 6, 10, 12]  # iterations 4 and 6 of each epoch (global 1-based)
+    assert [e.step for e in acc.Scalars("train/lr")] == steps
+
+
+def test_sgd_is_fused_only_on_cuda_and_compile_modes_are_checked(tmp_path: Path) -> None:
+    from rgbpose.engine.schedule import sgd
+
+    opt = sgd(ToyNet(), toy_config().optim, 0.1)
+    assert opt.defaults["fused"] is None and opt.defaults["nesterov"] is False
+    assert toy_config(**{"compile_mode": "reduce-overhead"}).compile_mode == "reduce-overhead"
+    with pytest.raises(ConfigError, match="compile_mode"):
+        toy_config(**{"compile_mode": "fastest"})
+    with pytest.raises(ConfigError, match="prefetch_factor must be >= 1"):
+        toy_config(**{"prefetch_factor": 0})
+
+
 def test_time_budget_stops_and_resumes(tmp_path: Path) -> None:
     cfg = toy_config()
     val = ToyData(8, augment=False)

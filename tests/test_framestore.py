@@ -278,3 +278,26 @@ def test_stage_cli_writes_keeps_and_polices(data, tmp_path, capsys) -> None:
     skipped = (tmp_path / "s.tsv").read_text().splitlines()
     assert len(skipped) == 2 and skipped[1].startswith(f"{NAMES[1]}\tframe-store\t")
     assert list(_manifest(tmp_path / "m.tsv")) == [NAMES[0]]
+
+
+@pytest.mark.parametrize("mode", ["train", "test"])
+def test_rgb_normalised_on_device_equals_the_cpu_pipeline(data, mode) -> None:
+    """rgb_normalize_on_device: uint8 items (a quarter of the bytes to copy), normalised by the
+    batch transform to exactly the values of the CPU pipeline."""
+    from rgbpose.data.batch import batch_transform, collate
+
+    root, videos, stores = data
+    views = TestViews(num_clips=2, flip=True)
+    batches = []
+    for on_device in (False, True):
+        cfg = dataclasses.replace(CFG, heatmaps_on_device=True, rgb_normalize_on_device=on_device)
+        ds = build_dataset(cfg, root / "ann.pkl", "xsub_train", mode, videos, views=views,
+                           frame_store=stores["jpeg"])  # fmt: skip
+        torch.manual_seed(0)
+        items = [ds[i] for i in range(len(ds))]
+        assert items[0]["imgs"].dtype == (torch.uint8 if on_device else torch.float32)
+        batches.append(batch_transform(cfg)(collate(items), torch.device("cpu")))
+    cpu, dev = batches
+    assert dev["imgs"].dtype == torch.float32 and dev["imgs"].shape == cpu["imgs"].shape
+    assert torch.equal(dev["imgs"], cpu["imgs"])
+    assert torch.equal(dev["heatmap_imgs"], cpu["heatmap_imgs"])

@@ -18,6 +18,7 @@ import torch
 
 from rgbpose.data.config import PipelineConfig
 from rgbpose.data.heatmaps import batch_heatmaps_torch, channel_flip_perm
+from rgbpose.data.transforms import RGB_MEAN, RGB_STD
 from rgbpose.layouts import get_layout
 
 BatchTransform = Callable[[dict[str, Any], torch.device], dict[str, Any]]
@@ -88,19 +89,39 @@ def heatmaps_to_device(
     return batch
 
 
+def normalize_on_device(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
+    """uint8 ``batch['imgs']`` ``[B, V, 3, L, H, W]`` -> normalised float32 on ``device``:
+    ``(x - mean) * (1 / std)`` per channel, the float32 operations of the CPU pipeline
+    (:func:`rgbpose.data.transforms.normalize`), so both give the same values."""
+    imgs = batch.get("imgs")
+    if imgs is None or imgs.dtype != torch.uint8:
+        return batch
+    mean = torch.tensor(RGB_MEAN, dtype=torch.float32, device=device).view(3, 1, 1, 1)
+    inv_std = 1.0 / torch.tensor(RGB_STD, dtype=torch.float32, device=device).view(3, 1, 1, 1)
+    x = imgs.to(device, non_blocking=True).float()
+    batch["imgs"] = x.sub_(mean).mul_(inv_std)
+    return batch
+
+
 def batch_transform(cfg: Any) -> BatchTransform | None:
     """The transform ``rgbpose train``, ``test`` and ``predict`` all apply to a collated batch
     before the forward pass: with ``heatmaps_on_device`` the heatmaps are drawn on the model's
-    device from the batch keypoints (``heatmaps_to_device``); otherwise there is none.  A
-    plug-in pipeline's config may define its own ``batch_transform()``, used instead."""
+    device from the batch keypoints (``heatmaps_to_device``), with ``rgb_normalize_on_device``
+    the uint8 RGB clips are normalised there (``normalize_on_device``); otherwise there is none.
+    A plug-in pipeline's config may define its own ``batch_transform()``, used instead."""
     own = getattr(cfg, "batch_transform", None)
     if callable(own):
         return own()
-    if not getattr(cfg, "heatmaps_on_device", False):
+    heatmaps = getattr(cfg, "heatmaps_on_device", False)
+    rgb = getattr(cfg, "rgb_normalize_on_device", False)
+    if not (heatmaps or rgb):
         return None
 
     def transform(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-        res = heatmaps_to_device(batch, cfg, device)
-        return res if isinstance(res, dict) else batch
+        if heatmaps:
+            batch = heatmaps_to_device(batch, cfg, device)
+        if rgb:
+            batch = normalize_on_device(batch, device)
+        return batch
 
     return transform

@@ -71,6 +71,8 @@ class PipelineConfig:
       count);
     * ``video_ext``: videos are ``<video_dir>/<frame_dir><video_ext>``;
     * ``frame_tolerance``: indices this many frames past a video's decoded length are clamped;
+    * ``rgb_normalize_on_device``: RGB items stay uint8 (4x less to copy to the GPU) and the
+      batch transform normalises them on the model's device (the same float32 operations);
     * ``test_sampling``: the val/test clip indices (``rgbpose.data.sampling``): ``'ours'``
       (default; a local ``default_rng(255)`` per sample) or ``'pyskl'`` (PYSKL's exact test
       indices, from a local legacy ``RandomState(255)`` drawn in PYSKL's order).
@@ -100,6 +102,7 @@ class PipelineConfig:
     layout: str | None = None
     video_ext: str = ".mp4"
     frame_tolerance: int = 5
+    rgb_normalize_on_device: bool = False
     test_sampling: TestSampling = "ours"
 
     def __post_init__(self) -> None:

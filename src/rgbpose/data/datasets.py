@@ -289,11 +289,14 @@ class ActionDataset(Dataset):
                   "(said once per process)", file=sys.stderr, flush=True)  # fmt: skip
 
     def _rgb_views(self, imgs: np.ndarray) -> np.ndarray:
-        """uint8 ``[n*L, H, W, 3]`` -> normalised float32 ``[views, 3, L, H, W]``."""
+        """uint8 ``[n*L, H, W, 3]`` -> normalised float32 ``[views, 3, L, H, W]`` (uint8 with
+        ``rgb_normalize_on_device``: the batch transform normalises)."""
         n_l, h, w, _ = imgs.shape
-        out = tf.normalize_channels_first(
-            imgs.reshape(self.num_views, n_l // self.num_views, h, w, 3)
-        )
+        views = imgs.reshape(self.num_views, n_l // self.num_views, h, w, 3)
+        if self.cfg.rgb_normalize_on_device:
+            out = np.moveaxis(views, -1, -4)
+        else:
+            out = tf.normalize_channels_first(views)
         if self.flip_views:
             out = np.concatenate([out, out[..., ::-1]], axis=0)
         return np.ascontiguousarray(out)

@@ -98,6 +98,12 @@ class RunConfig:
     precision: Literal["fp32", "bf16"] = "fp32"
     channels_last: bool = False
     compile: bool = False
+    #: torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune[-no-cudagraphs]
+    compile_mode: Literal[
+        "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
+    ] = "default"
+    #: batches each DataLoader worker keeps ready (PyTorch's prefetch_factor)
+    prefetch_factor: int = 2
     seed: int = 0
     val_interval: int = 1  # validate every N epochs (the last epoch always)
     num_classes: int | None = None  # null: inferred from the annotations (see engine.train)
@@ -271,6 +277,7 @@ def _validate(cfg: RunConfig, src: str) -> None:
         (cfg.num_workers < 0, "num_workers", "must be >= 0"),
         (cfg.test.num_clips < 1, "test.num_clips", "must be >= 1"),
         (cfg.val_interval < 1, "val_interval", "must be >= 1"),
+        (cfg.prefetch_factor < 1, "prefetch_factor", "must be >= 1"),
         (cfg.num_classes is not None and cfg.num_classes < 2, "num_classes", "must be >= 2"),
         (cfg.time_budget_s is not None and cfg.time_budget_s <= 0, "time_budget_s",
          "must be > 0"),

@@ -134,7 +134,11 @@ def shard_loader(
 def _loader(
     dataset: Dataset, cfg: RunConfig, device: torch.device, collate_fn: Callable, **kwargs: Any
 ) -> DataLoader:
-    """A DataLoader with the run's batch size and workers (seeded by ``worker_init``)."""
+    """A DataLoader with the run's batch size and workers (seeded by ``worker_init``), pinned
+    host memory on CUDA (the copies to the GPU are non-blocking) and ``prefetch_factor`` batches
+    ready per worker.  Workers are not persistent: each epoch's workers are seeded from that
+    epoch's seed, which is what makes a resumed run repeat an uninterrupted one."""
+    extra = {"prefetch_factor": cfg.prefetch_factor} if cfg.num_workers > 0 else {}
     return DataLoader(
         dataset,
         batch_size=cfg.batch_size,
@@ -142,6 +146,7 @@ def _loader(
         collate_fn=collate_fn,
         worker_init_fn=worker_init,
         pin_memory=device.type == "cuda",
+        **extra,
         **kwargs,
     )
 

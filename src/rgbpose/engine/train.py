@@ -309,7 +309,9 @@ def _train(
 
     fwd = wrap_model(model, device, info)
     if cfg.compile:
-        fwd = torch.compile(fwd)
+        # reduce-overhead: CUDA graphs (static shapes; the short last batch of an epoch is one
+        # more graph); compile time is paid in the first iterations and logged below
+        fwd = torch.compile(fwd, mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
 
     repeated = RepeatDataset(train_set, sched.repeat) if sched.repeat > 1 else train_set
     loader, sampler = train_loader(repeated, cfg, info, device, collate_fn)
@@ -327,8 +329,8 @@ def _train(
             writer = SummaryWriter(str(work_dir / "tb"), purge_step=global_iter or None)
     show_bar = info.is_main and sys.stderr.isatty()
     progress = None
+    every = default_log_every(ipe) if log_every is None else int(log_every)
     if info.is_main:
-        every = default_log_every(ipe) if log_every is None else int(log_every)
         progress = Progress(every, sched.epochs, ipe, info.world_size,
                              _bar_safe_log if show_bar else lambda m: _log(info, m))  # fmt: skip
     _log(info, f"{model_name}: {train_len} train clips x repeat {sched.repeat}, "
@@ -350,7 +352,8 @@ def _train(
                 progress.start_epoch(epoch + 1)
             global_iter, stats, lr = _train_epoch(
                 fwd, model, loader, optimizer, cfg, base_lr, ipe, global_iter, device,
-                batch_transform, writer, desc if show_bar else None, progress,
+                batch_transform, writer, desc if show_bar else None, progress, every,
+                info if cfg.compile and epoch == start_epoch else None,
             )  # fmt: skip
             if info.distributed:
                 dist.all_reduce(stats)
@@ -447,7 +450,7 @@ def _train_epoch(
     fwd: nn.Module, model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
     cfg: RunConfig, base_lr: float, ipe: int, global_iter: int, device: torch.device,
     batch_transform: BatchTransform | None, writer: Any, progress_desc: str | None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, log_every: int = 1, compile_info: DistInfo | None = None,
 ) -> tuple[int, torch.Tensor, float]:  # fmt: skip
     """One pass over ``loader``: per-iteration lr, forward (autocast), loss, backward, clipping,
     SGD step. Returns the new global iteration, this process's [loss sum, correct, seen] (float64)
@@ -485,9 +488,15 @@ def _train_epoch(
             n = labels.numel()
             stats += torch.stack(
                 [loss.detach().double() * n, (pred == labels).sum().double(),
-                 torch.tensor(float(n), dtype=torch.float64, device=device)]
+                 torch.full((), float(n), dtype=torch.float64, device=device)]
             )  # fmt: skip
-        if writer is not None:
+        if compile_info is not None and it == 1:
+            loss.item()  # wait for the first step: compiling happens there
+            _log(compile_info, f"torch.compile ({cfg.compile_mode}): first step took "
+                               f"{time.perf_counter() - t_prev:.1f} s (compile included)")  # fmt: skip
+        # No host sync per iteration (it stalls the GPU queue): TensorBoard gets the loss every
+        # log_every iterations, as the progress lines do.
+        if writer is not None and (it % log_every == 0 or it == ipe):
             writer.add_scalar("train/loss", loss.item(), global_iter)
             writer.add_scalar("train/lr", lr, global_iter)
         if progress_desc is not None:

@@ -21,7 +21,6 @@ from rgbpose.models.drsr import (
     RecouplingModule,
     knn_keep,
     knn_softmax,
-    rank_pool_weights,
     segment_bounds,
     sharpness_tau,
 )
@@ -205,15 +204,6 @@ def test_rcm_weights_by_hand():
     assert np.allclose(w_c[0].detach().numpy(), wc, atol=1e-6)
     assert np.allclose(out[0].detach().numpy(), tokens * wt[:, None] * wc[None, :], atol=1e-6)
     assert np.allclose(spatial[0].detach().numpy(), ws @ wt + bs, atol=1e-6)
-
-
-def test_rank_pool_weights():
-    assert rank_pool_weights(10).tolist() == [-9, -7, -5, -3, -1, 1, 3, 5, 7, 9]
-    assert rank_pool_weights(3).tolist() == [-2, 0, 2]
-    assert rank_pool_weights(1).tolist() == [0]
-    assert rank_pool_weights(7).sum() == 0
-    with pytest.raises(ValueError):
-        rank_pool_weights(0)
 
 
 def test_frp_by_hand():

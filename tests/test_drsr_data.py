@@ -85,6 +85,10 @@ def test_get_sl_train_draws_within_segments():
 def test_rank_pool_weights():
     np.testing.assert_array_equal(drsr.rank_pool_weights(10), [-9, -7, -5, -3, -1, 1, 3, 5, 7, 9])
     np.testing.assert_array_equal(drsr.rank_pool_weights(2), [-1, 1])
+    assert drsr.rank_pool_weights(3).tolist() == [-2, 0, 2]
+    assert drsr.rank_pool_weights(1).tolist() == [0] and drsr.rank_pool_weights(7).sum() == 0
+    with pytest.raises(ValueError, match="n >= 1"):
+        drsr.rank_pool_weights(0)
 
 
 def test_normalise():

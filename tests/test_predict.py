@@ -166,46 +166,6 @@ def test_cli_without_recorded_classes_marks_nothing(tmp_path, fake_predict, caps
     )
 
 
-def test_predict_draws_on_device_heatmaps_like_test(tmp_path, monkeypatch):
-    """A checkpoint trained with ``heatmaps_on_device: true``: predict runs the same on-device
-    heatmap step as ``rgbpose test``, so both give the same probabilities for the same clip."""
-    from rgbpose.engine import evaluate
-    from rgbpose.io import dump_pickle, load_pickle
-
-    raw = (REPO / "config/models/demo_pose_only.yaml").read_text()
-    cfg_path = tmp_path / "pose.yaml"
-    cfg_path.write_text(raw.replace("  with_limb: false\n",
-                                    "  with_limb: false\n  heatmaps_on_device: true\n"))  # fmt: skip
-    cfg = load_run_config(cfg_path)
-    assert cfg.data.heatmaps_on_device is True
-    torch.manual_seed(0)
-    model = build_model(cfg.model.name, 60, **cfg.model.overrides)
-    ckpt = tmp_path / "best.pt"
-    meta = {"model_name": cfg.model.name, "num_classes": 60, "overrides": cfg.model.overrides,
-            "epoch": 1, "val_top1": None, "selected": "last", "config": cfg.to_dict()}  # fmt: skip
-    torch.save({"model": model.state_dict(), "meta": meta}, ckpt)
-
-    rng = np.random.default_rng(0)
-    pose = {"img_shape": (96, 160), "total_frames": 24, "layout": "coco17",
-            "keypoint": rng.uniform(20, 80, (1, 24, 17, 2)).astype(np.float32),
-            "keypoint_score": np.full((1, 24, 17), 0.9, np.float32)}  # fmt: skip
-    monkeypatch.setattr(predict_mod, "estimate_poses", lambda *a, **k: pose)
-    video = tmp_path / "S001C001P001R001A001.avi"  # a pose model never decodes it
-    video.write_bytes(b"")
-    heads = predict(video, ckpt, device="cpu")
-
-    ann = tmp_path / "ann.pkl"
-    dump_pickle({"split": {"xsub_val": [video.stem]},
-                 "annotations": [predict_mod.to_annotation(pose, video.stem)]}, ann)  # fmt: skip
-    out = tmp_path / "scores.pkl"
-    assert evaluate.cli(["--config", str(cfg_path), "--checkpoint", str(ckpt), "--ann", str(ann),
-                         "--split", "xsub_val", "--out", str(out), "--device", "cpu"]) == 0  # fmt: skip
-    tested = load_pickle(out)["probs"]
-    assert set(heads) == set(tested) == {"pose_only"}
-    np.testing.assert_allclose(heads["pose_only"], tested["pose_only"][0], rtol=0, atol=1e-6)
-    assert heads["pose_only"].sum() == pytest.approx(1.0, abs=1e-5)
-
-
 def _checkpoint_of(config: Path, tmp_path: Path, sets: dict | None = None) -> Path:
     cfg = load_run_config(config, sets)
     torch.manual_seed(0)
@@ -217,15 +177,12 @@ def _checkpoint_of(config: Path, tmp_path: Path, sets: dict | None = None) -> Pa
     return path
 
 
-def test_predict_gcn_equals_test_and_refuses_3d_models(tmp_path, monkeypatch):
-    """A 2D ST-GCN++ checkpoint predicts from estimated poses like ``rgbpose test`` scores the
-    same poses; models of 3D Kinect joints are refused, naming the checkpoint."""
+def _predict_and_test(config: Path, ckpt: Path, tmp_path: Path, monkeypatch, seed: int):
+    """(predict's probabilities, rgbpose test's) for the same estimated poses of one video."""
     from rgbpose.engine import evaluate
     from rgbpose.io import dump_pickle, load_pickle
 
-    config = REPO / "config/models/demo_stgcnpp_j.yaml"
-    ckpt = _checkpoint_of(config, tmp_path)
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     pose = {"img_shape": (96, 160), "total_frames": 24, "layout": "coco17",
             "keypoint": rng.uniform(20, 80, (1, 24, 17, 2)).astype(np.float32),
             "keypoint_score": np.full((1, 24, 17), 0.9, np.float32)}  # fmt: skip
@@ -239,10 +196,34 @@ def test_predict_gcn_equals_test_and_refuses_3d_models(tmp_path, monkeypatch):
     out = tmp_path / "scores.pkl"
     assert evaluate.cli(["--config", str(config), "--checkpoint", str(ckpt), "--ann", str(ann),
                          "--split", "xsub_val", "--out", str(out), "--device", "cpu"]) == 0  # fmt: skip
-    tested = load_pickle(out)["probs"]
+    return heads, load_pickle(out)["probs"]
+
+
+def test_predict_draws_on_device_heatmaps_like_test(tmp_path, monkeypatch):
+    """A checkpoint trained with ``heatmaps_on_device: true``: predict runs the same on-device
+    heatmap step as ``rgbpose test``, so both give the same probabilities for the same clip."""
+    raw = (REPO / "config/models/demo_pose_only.yaml").read_text()
+    cfg_path = tmp_path / "pose.yaml"
+    cfg_path.write_text(raw.replace("  with_limb: false\n",
+                                    "  with_limb: false\n  heatmaps_on_device: true\n"))  # fmt: skip
+    assert load_run_config(cfg_path).data.heatmaps_on_device is True
+    ckpt = _checkpoint_of(cfg_path, tmp_path)
+    heads, tested = _predict_and_test(cfg_path, ckpt, tmp_path, monkeypatch, seed=0)
+    assert set(heads) == set(tested) == {"pose_only"}
+    np.testing.assert_allclose(heads["pose_only"], tested["pose_only"][0], rtol=0, atol=1e-6)
+    assert heads["pose_only"].sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_predict_gcn_equals_test_and_refuses_3d_models(tmp_path, monkeypatch):
+    """A 2D ST-GCN++ checkpoint predicts from estimated poses like ``rgbpose test`` scores the
+    same poses; models of 3D Kinect joints are refused, naming the checkpoint."""
+    config = REPO / "config/models/demo_stgcnpp_j.yaml"
+    ckpt = _checkpoint_of(config, tmp_path)
+    heads, tested = _predict_and_test(config, ckpt, tmp_path, monkeypatch, seed=1)
     assert set(heads) == set(tested) == {"stgcnpp"}
     np.testing.assert_allclose(heads["stgcnpp"], tested["stgcnpp"][0], rtol=0, atol=1e-6)
 
+    video = tmp_path / "S001C001P001R001A001.avi"
     for cfg, sets in ((config, {"data.keypoints": "3d", "model.overrides.layout": "ntu25"}),
                       (REPO / "config/models/demo_infogcn.yaml", None)):  # fmt: skip
         bad = _checkpoint_of(cfg, tmp_path, sets)

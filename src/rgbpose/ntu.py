@@ -26,6 +26,16 @@ XVIEW_TRAIN_CAMERAS = frozenset({2, 3})
 TWO_PERSON_ACTIONS = frozenset(range(50, 61)) | frozenset(range(106, 121))
 
 #: benchmarks each dataset supports
+#: NTU's masked depth: (width, height) of every frame, and the file of 1-based frame t in a
+#: sample's folder (``nturgb+d_depth_masked/<name>/MDepth-%08d.png``, 16-bit millimetres)
+DEPTH_SIZE = (512, 424)
+
+
+def depth_frame_name(frame: int) -> str:
+    """``MDepth-00000001.png`` for 1-based ``frame``."""
+    return f"MDepth-{frame:08d}.png"
+
+
 BENCHMARKS = {"ntu60": ("xsub", "xview"), "ntu120": ("xsub", "xset"), "demo": ("xsub", "xview")}
 
 

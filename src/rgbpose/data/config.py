@@ -42,6 +42,16 @@ class TestViews:
         return self.num_clips * (2 if self.flip else 1)
 
 
+def require_one_test_view(modality: str, mode: str, views: TestViews | None) -> None:
+    """For a pipeline with a single deterministic test clip: ``ValueError`` naming the keys when
+    the test views ask for more (``test.num_clips`` > 1 or ``test.flip``)."""
+    if mode == "test" and views is not None and views.count != 1:
+        raise ValueError(
+            f"the {modality} pipeline has one test view (the centre crop): set test.num_clips 1 "
+            f"and test.flip false, got {views}"
+        )
+
+
 @dataclass(frozen=True)
 class DataOutput:
     """A model input a pipeline produces: batch ``key``, ``channels`` (None: unknown until the

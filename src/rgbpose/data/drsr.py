@@ -64,7 +64,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from rgbpose.data.config import DataOutput, TestViews
+from rgbpose.data.config import DataOutput, TestViews, require_one_test_view
 from rgbpose.data.records import annotations_hash
 from rgbpose.io import BadSampleError
 from rgbpose.layouts import Layout
@@ -191,7 +191,10 @@ def get_sl(
 
 
 def rank_pool_weights(n: int) -> np.ndarray:
-    """``alpha_j = 2j - n - 1`` for j = 1..n (float32)."""
+    """float32 rank-pooling weights ``alpha_j = 2j - n - 1`` for j = 1..n (the dynamic image of
+    n frames is ``sum_j alpha_j frame_j``); n = 10 -> [-9, -7, ..., 7, 9]."""
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"rank pooling needs n >= 1 frames, got {n!r}")
     return (2 * np.arange(1, n + 1) - n - 1).astype(np.float32)
 
 
@@ -317,11 +320,7 @@ class DRSRDataset(Dataset):
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if mode == "test" and views is not None and views.count != 1:
-            raise ValueError(
-                "the drsr pipeline has one test view (the centre crop): set test.num_clips 1 "
-                f"and test.flip false, got {views}"
-            )
+        require_one_test_view("drsr", mode, views)
         root = next((r for r in (cfg.store_dir, frame_store, video_dir) if r is not None), None)
         if root is None:
             raise ValueError("the drsr pipeline needs data.store_dir (or a video_dir)")

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from rgbpose.data.config import DataOutput, TestViews
+from rgbpose.data.config import DataOutput, TestViews, require_one_test_view
 from rgbpose.data.records import annotations_hash
 from rgbpose.io import BadSampleError
 from rgbpose.layouts import NTU25, Layout
@@ -253,11 +253,7 @@ class InfoGCNDataset(Dataset):
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if mode == "test" and views is not None and views.count != 1:
-            raise ValueError(
-                "the infogcn pipeline has one test view (the centre crop): set test.num_clips 1 "
-                f"and test.flip false, got {views}"
-            )
+        require_one_test_view("infogcn", mode, views)
         bad = [(a.get("frame_dir", "?"), p) for a in annotations if (p := _keypoint3d_problem(a))]
         if bad:
             more = f" (and {len(bad) - 1} more bad samples)" if len(bad) > 1 else ""

@@ -26,8 +26,8 @@ Data flow (full config: ``clip_len`` 64, ``image_size`` 224, ``segments`` (16, 3
   reference does (also before max pools).
 * FRP (:class:`FeatureRankPooling`): one module shared by mixed3b/4b/5b with two weights
   (init [1, 0]); the guidance is 2x2-max-pooled down to the feature map, ``out = w0 * a +
-  w1 * a * (g + 1)`` and the block output becomes ``a + out``.  :func:`rank_pool_weights` gives
-  the rank-pool weights the data pipeline uses to build the guidance map.
+  w1 * a * (g + 1)`` and the block output becomes ``a + out``.  The guidance map ``g`` is built
+  by the data pipeline (:func:`rgbpose.data.drsr.frp_guidance`).
 * RCM (:class:`RecouplingModule`, SEHeads 1) on ``X`` [B, C=512, T]: temporal weights
   ``w_t = sigmoid(LN_T(W2 GELU(W1 mean_c X)))`` (T -> 256 -> T, no bias), channel weights
   ``w_c = sigmoid(mean_i (Q K^T / 8)[i, :])`` with ``Q = X Wq``, ``K = X Wk`` (T -> 64, no bias),
@@ -77,15 +77,6 @@ BRANCH_KEYS = ("logits_small", "logits_medium", "logits_large")
 
 
 # ----------------------------------------------------------------------------- pure functions
-def rank_pool_weights(n: int) -> np.ndarray:
-    """float64 rank-pooling weights ``alpha_j = 2 j - n - 1`` for j = 1..n (the dynamic image of
-    n frames is ``sum_j alpha_j frame_j``); n = 10 -> [-9, -7, ..., 7, 9]."""
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-        raise ValueError(f"rank pooling needs n >= 1 frames, got {n!r}")
-    j = np.arange(1, int(n) + 1, dtype=np.float64)
-    return 2.0 * j - n - 1.0
-
-
 def sharpness_tau(
     epoch: int, start: float = 0.04, end: float = 0.07, warmup_epochs: int = 30
 ) -> float:

@@ -79,11 +79,10 @@ from typing import Any
 import numpy as np
 
 from rgbpose.io import BadSampleError, SkipLog, atomic_path, remove_stale_temps, write_text_atomic
-from rgbpose.ntu import is_valid_name
+from rgbpose.ntu import DEPTH_SIZE, depth_frame_name, is_valid_name
 
 from . import stage
 
-DEPTH_SIZE = (512, 424)  # (width, height) of NTU's depth frames
 DEPTH_CROP = (320, 240)  # (width, height) of the reference's depth box
 STORE_SIZE = (320, 240)  # (width, height) of the stored frames
 MIN_CONTOUR_AREA = 500
@@ -93,11 +92,6 @@ DEPTH_FRAME_RE = re.compile(r"MDepth-(\d{8})\.png")
 MANIFEST_HEADER = ("name", "frames", "depth_frames", "no_contour_frames", "bytes")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
-
-
-def depth_frame_name(frame: int) -> str:
-    """``MDepth-%08d.png`` of 1-based ``frame``."""
-    return f"MDepth-{frame:08d}.png"
 
 
 def store_path(store_dir: str | os.PathLike, name: str) -> Path:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rgbpose.ntu import parse_name
+from rgbpose.ntu import depth_frame_name, parse_name
 
 from .body import (
     HEAD,
@@ -57,15 +57,8 @@ from .config import SynthConfig
 from .scene import DEPTH_SIZE, Camera, Prop, build_scene, depth_intrinsics, make_camera, project
 from .skeleton import kinect_skeleton
 
-#: NTU's masked-depth frame file name (1-based frame number)
-DEPTH_FRAME_PATTERN = "MDepth-{:08d}.png"
 _NEAR = 0.3  # metres: as the RGB renderer, nothing closer to the camera is drawn
 _HELD = ("cup", "food", "brush")
-
-
-def depth_frame_name(frame: int) -> str:
-    """File name of 1-based ``frame``: ``MDepth-00000001.png``."""
-    return DEPTH_FRAME_PATTERN.format(frame)
 
 
 @lru_cache(maxsize=1)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from rgbpose.ntu import TWO_PERSON_ACTIONS, parse_name
+from rgbpose.ntu import DEPTH_SIZE, TWO_PERSON_ACTIONS, parse_name
 
 from .actions import ACTION_FUNCS, bump, draw_performance, handshake, recoil, sit
 from .body import (
@@ -43,7 +43,6 @@ from .config import SynthConfig
 
 #: Kinect v2 colour camera horizontal field of view (degrees); depth camera intrinsics.
 COLOR_HFOV_DEG = 84.1
-DEPTH_SIZE = (512, 424)
 DEPTH_FOCAL = 365.0
 
 

@@ -9,7 +9,9 @@ worker does per clip, at the real sizes: RGB 8 frames 224^2, pose 32 frames 56^2
 Rows: ``decode_8`` (decord alone: 8 sparse frames), ``pose_train``, ``pose_train_kp`` (pose
 pipeline with heatmaps_on_device: keypoints only), ``rgb_train``, ``rgbpose_train`` and
 ``rgbpose_train_kp``, ``rgbpose_train_dev`` (keypoints and uint8 RGB: heatmaps and
-normalisation on the GPU, as the NTU recipes do); then the same RGB rows read from the training frame store
+normalisation on the GPU, as the NTU recipes do); ``rgbpose_train_gpudecode_store`` (the
+worker's share when the frames are decoded on the GPU, ``rgb_decode_on_device``: encoded bytes
+and geometry only; the decoding happens in the batch transform, not timed here); then the same RGB rows read from the training frame store
 (``rgbpose frame-store``: JPEG q90 4:4:4 crops) as ``<row>_store`` (``decode_8_store``: the
 store's reader alone), with ``vs_video`` = their clips/s over the 540p-video row measured in the
 same run.  Usage: ``python benchmarks/loader.py [--out benchmarks/loader_results.tsv]``.
@@ -163,8 +165,13 @@ def main(argv: list[str] | None = None) -> int:
             "rgbpose_train_dev": dataclasses.replace(
                 rgbpose, heatmaps_on_device=True, rgb_normalize_on_device=True
             ),
+            "rgbpose_train_gpudecode": dataclasses.replace(
+                rgbpose, heatmaps_on_device=True, rgb_decode_on_device=True
+            ),
         }
         for name, cfg in configs.items():
+            if cfg.rgb_decode_on_device:
+                continue  # a store row only
             ds = build_dataset(cfg, ann, "train", "train", video_dir=root)
             rows.append((name, clips_per_s(ds.__getitem__, len(ds), args.min_time)))
 
@@ -178,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             ("decode_8_store", clips_per_s(lambda i: readers[i].read(rgb_inds), len(names),
                                            args.min_time))
         )  # fmt: skip
-        for name in ("rgb_train", "rgbpose_train", "rgbpose_train_kp", "rgbpose_train_dev"):
+        for name in ("rgb_train", "rgbpose_train", "rgbpose_train_kp", "rgbpose_train_dev",
+                     "rgbpose_train_gpudecode"):  # fmt: skip
             ds = build_dataset(configs[name], ann, "train", "train", video_dir=root,
                                frame_store=store)  # fmt: skip
             rows.append((f"{name}_store", clips_per_s(ds.__getitem__, len(ds), args.min_time)))
@@ -196,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     rate_of = dict(rows)
     lines = [header, "pipeline\tclips_per_s_per_core\tms_per_clip\tvs_video"]
     for name, rate in rows:
-        base = rate_of.get(name.removesuffix("_store")) if name.endswith("_store") else None
+        stem = name.removesuffix("_store").replace("_gpudecode", "")
+        base = rate_of.get(stem) if name.endswith("_store") else None
         ratio = f"{rate / base:.2f}" if base else ""
         lines.append(f"{name}\t{rate:.4g}\t{1e3 / rate:.4g}\t{ratio}")
     text = "\n".join(lines) + "\n"

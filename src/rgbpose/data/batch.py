@@ -18,6 +18,7 @@ import torch
 
 from rgbpose.data.config import PipelineConfig
 from rgbpose.data.heatmaps import batch_heatmaps_torch, channel_flip_perm
+from rgbpose.data.rgb_device import decode_batch
 from rgbpose.data.transforms import RGB_MEAN, RGB_STD
 from rgbpose.layouts import get_layout
 
@@ -96,30 +97,49 @@ def normalize_on_device(batch: dict[str, Any], device: torch.device | str) -> di
     imgs = batch.get("imgs")
     if imgs is None or imgs.dtype != torch.uint8:
         return batch
-    mean = torch.tensor(RGB_MEAN, dtype=torch.float32, device=device).view(3, 1, 1, 1)
-    inv_std = 1.0 / torch.tensor(RGB_STD, dtype=torch.float32, device=device).view(3, 1, 1, 1)
-    x = imgs.to(device, non_blocking=True).float()
-    batch["imgs"] = x.sub_(mean).mul_(inv_std)
+    batch["imgs"] = _normalize(imgs.to(device, non_blocking=True).float())
+    return batch
+
+
+def _normalize(x: torch.Tensor) -> torch.Tensor:
+    """In place: float ``[..., 3, L, H, W]`` in 0..255 -> ``(x - mean) * (1 / std)``."""
+    mean = torch.tensor(RGB_MEAN, dtype=torch.float32, device=x.device).view(3, 1, 1, 1)
+    inv_std = 1.0 / torch.tensor(RGB_STD, dtype=torch.float32, device=x.device).view(3, 1, 1, 1)
+    return x.sub_(mean).mul_(inv_std)
+
+
+def decode_on_device(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
+    """``rgb_decode_on_device``: the items' encoded frames decoded, resampled
+    (:func:`rgbpose.data.rgb_device.decode_batch`) and normalised on ``device``."""
+    if "rgb_source" not in batch:
+        return batch
+    batch = decode_batch(batch, device)
+    batch["imgs"] = _normalize(batch["imgs"])
     return batch
 
 
 def batch_transform(cfg: Any) -> BatchTransform | None:
     """The transform ``rgbpose train``, ``test`` and ``predict`` all apply to a collated batch
     before the forward pass: with ``heatmaps_on_device`` the heatmaps are drawn on the model's
-    device from the batch keypoints (``heatmaps_to_device``), with ``rgb_normalize_on_device``
-    the uint8 RGB clips are normalised there (``normalize_on_device``); otherwise there is none.
+    device from the batch keypoints (``heatmaps_to_device``), with ``rgb_decode_on_device`` the
+    RGB frames are decoded and resampled there (``decode_on_device``), with
+    ``rgb_normalize_on_device`` the uint8 RGB clips are normalised there
+    (``normalize_on_device``); otherwise there is none.
     A plug-in pipeline's config may define its own ``batch_transform()``, used instead."""
     own = getattr(cfg, "batch_transform", None)
     if callable(own):
         return own()
     heatmaps = getattr(cfg, "heatmaps_on_device", False)
     rgb = getattr(cfg, "rgb_normalize_on_device", False)
-    if not (heatmaps or rgb):
+    decode = getattr(cfg, "rgb_decode_on_device", False)
+    if not (heatmaps or rgb or decode):
         return None
 
     def transform(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
         if heatmaps:
             batch = heatmaps_to_device(batch, cfg, device)
+        if decode:
+            batch = decode_on_device(batch, device)
         if rgb:
             batch = normalize_on_device(batch, device)
         return batch

@@ -83,6 +83,9 @@ class PipelineConfig:
     * ``frame_tolerance``: indices this many frames past a video's decoded length are clamped;
     * ``rgb_normalize_on_device``: RGB items stay uint8 (4x less to copy to the GPU) and the
       batch transform normalises them on the model's device (the same float32 operations);
+    * ``rgb_decode_on_device``: with a frame store, items carry the clip's JPEG frames and its
+      geometry; the batch transform decodes (nvJPEG on CUDA when torchvision is installed),
+      resamples and normalises on the device (``rgbpose.data.rgb_device``);
     * ``test_sampling``: the val/test clip indices (``rgbpose.data.sampling``): ``'ours'``
       (default; a local ``default_rng(255)`` per sample) or ``'pyskl'`` (PYSKL's exact test
       indices, from a local legacy ``RandomState(255)`` drawn in PYSKL's order).
@@ -113,6 +116,7 @@ class PipelineConfig:
     video_ext: str = ".mp4"
     frame_tolerance: int = 5
     rgb_normalize_on_device: bool = False
+    rgb_decode_on_device: bool = False
     test_sampling: TestSampling = "ours"
 
     def __post_init__(self) -> None:

@@ -49,6 +49,7 @@ from rgbpose.data.config import PipelineConfig, TestViews, pipeline_entry
 from rgbpose.data.framestore import FrameStore, store_path
 from rgbpose.data.heatmaps import generate_pose_target, heatmap_canvas
 from rgbpose.data.records import annotations_hash, load_split, resolve_layout, validate_annotations
+from rgbpose.data.rgb_device import RGBSource
 from rgbpose.data.sampling import mm_uniform_sample
 from rgbpose.data.video import read_frames
 from rgbpose.io import BadSampleError
@@ -216,7 +217,11 @@ class ActionDataset(Dataset):
         if cfg.uses_rgb:
             # Kinect poses may have had empty frames trimmed: map pose frames to video frames.
             video_inds = ann["frame_inds"][inds["rgb"]] if "frame_inds" in ann else inds["rgb"]
-            res["imgs"] = self._read_rgb(res, video_inds)
+            if cfg.rgb_decode_on_device:
+                res["rgb_source"] = self._encoded_rgb(res, video_inds)
+                res["geometry"] = res["rgb_source"].geometry
+            else:
+                res["imgs"] = self._read_rgb(res, video_inds)
 
         tf.pose_compact(
             res,
@@ -242,7 +247,10 @@ class ActionDataset(Dataset):
             tf.resize(res, (size, size))
 
         item: dict[str, Any] = {"label": res["label"], "frame_dir": res["frame_dir"]}
-        if cfg.uses_rgb:
+        if "rgb_source" in res:
+            item["rgb_source"] = res["rgb_source"]
+            item["rgb_source"].out_hw = tuple(res["img_shape"])
+        elif cfg.uses_rgb:
             item["imgs"] = torch.from_numpy(self._rgb_views(res["imgs"]))
         if cfg.uses_pose:
             item.update(self._pose_output(res))
@@ -252,25 +260,46 @@ class ActionDataset(Dataset):
         """The clip's frames, from the frame store when it covers the clip's compaction box
         (then ``imgs_origin`` says where the crop sits in the frame), else from the video.
         Keypoints are scaled to the frame size either way."""
-        cfg = self.cfg
-        store = self._open_store(res["frame_dir"])
+        store = self._store_for_clip(res)
         if store is not None:
-            tf.scale_to_shape(res, store.frame_hw)
-            box = tf.compact_box(
-                res["keypoint"], res["img_shape"], padding=cfg.compact_padding,
-                threshold=cfg.compact_threshold, hw_ratio=1.0, allow_imgpad=True,
-            )  # fmt: skip
-            h, w = store.frame_hw
-            whole = store.region == (0, 0, w, h)
-            if whole or (box is not None and store.covers(box)):
-                res["imgs_origin"] = store.region[:2]
-                return store.read(video_inds, tolerance=cfg.frame_tolerance)
-            self._warn_store(store.path, f"its region {store.region} misses the clip's box {box}")
+            res["imgs_origin"] = store.region[:2]
+            return store.read(video_inds, tolerance=self.cfg.frame_tolerance)
+        return self._video_frames(res, video_inds)
+
+    def _encoded_rgb(self, res: dict[str, Any], video_inds: np.ndarray) -> RGBSource:
+        """``rgb_decode_on_device``: the clip's frames still encoded, from the frame store when
+        it covers the clip (else decoded from the video), for the batch transform to decode."""
+        store = self._store_for_clip(res)
+        views = (self.num_views, self.flip_views)
+        if store is not None:
+            frames = store.read_encoded(video_inds, tolerance=self.cfg.frame_tolerance)
+            return RGBSource(frames, store.header["codec"], store.region[:2], [], (0, 0), *views)
+        return RGBSource(self._video_frames(res, video_inds), "raw", (0, 0), [], (0, 0), *views)
+
+    def _video_frames(self, res: dict[str, Any], video_inds: np.ndarray) -> np.ndarray:
         imgs = read_frames(
-            self.video_path(res["frame_dir"]), video_inds, tolerance=cfg.frame_tolerance
+            self.video_path(res["frame_dir"]), video_inds, tolerance=self.cfg.frame_tolerance
         )
         tf.scale_to_shape(res, imgs.shape[1:3])
         return imgs
+
+    def _store_for_clip(self, res: dict[str, Any]) -> FrameStore | None:
+        """The sample's frame store when it covers the clip's compaction box (keypoints are
+        scaled to its frame size), else None (said once per process)."""
+        cfg = self.cfg
+        store = self._open_store(res["frame_dir"])
+        if store is None:
+            return None
+        tf.scale_to_shape(res, store.frame_hw)
+        box = tf.compact_box(
+            res["keypoint"], res["img_shape"], padding=cfg.compact_padding,
+            threshold=cfg.compact_threshold, hw_ratio=1.0, allow_imgpad=True,
+        )  # fmt: skip
+        h, w = store.frame_hw
+        if store.region == (0, 0, w, h) or (box is not None and store.covers(box)):
+            return store
+        self._warn_store(store.path, f"its region {store.region} misses the clip's box {box}")
+        return None
 
     def _open_store(self, name: str) -> FrameStore | None:
         if self.frame_store is None:

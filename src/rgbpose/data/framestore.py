@@ -156,6 +156,33 @@ class FrameStore:
     def read(self, indices: Sequence[int] | np.ndarray, tolerance: int = 5) -> np.ndarray:
         """uint8 RGB crops ``[len(indices), region h, region w, 3]`` of video frames ``indices``
         (clamping and errors as :func:`rgbpose.data.video.read_frames`)."""
+        uniq, inverse, bufs = self._read_bytes(indices, tolerance)
+        x1, y1, x2, y2 = self.region
+        out = np.empty((uniq.size, y2 - y1, x2 - x1, 3), dtype=np.uint8)
+        for j, (i, buf) in enumerate(zip(uniq, bufs, strict=True)):
+            img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
+            if img is None or img.shape != out.shape[1:]:
+                got = None if img is None else img.shape
+                raise BadSampleError(
+                    self.path, f"frame {int(i)} does not decode to {out.shape[1:]} (got {got})"
+                )
+            cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=out[j])
+        return out[inverse]
+
+    def read_encoded(
+        self, indices: Sequence[int] | np.ndarray, tolerance: int = 5
+    ) -> list[np.ndarray]:
+        """The encoded bytes (uint8 1-D arrays) of video frames ``indices``, undecoded (for
+        decoding on the GPU; clamping and errors as :meth:`read`)."""
+        _, inverse, bufs = self._read_bytes(indices, tolerance)
+        arrays = [np.frombuffer(b, np.uint8) for b in bufs]
+        return [arrays[k] for k in inverse]
+
+    def _read_bytes(
+        self, indices: Sequence[int] | np.ndarray, tolerance: int
+    ) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+        """(distinct clamped indices, the position of each asked index among them, the encoded
+        bytes of each distinct frame)."""
         n = self.num_frames
         inds = np.asarray(indices, dtype=np.int64).reshape(-1)
         if inds.size and (inds.min() < 0 or inds.max() >= n + tolerance):
@@ -173,19 +200,11 @@ class FrameStore:
                 f"frames {missing[:5]} are not in the store (it is older than the annotations: "
                 "rebuild it with rgbpose frame-store)",
             )
-        x1, y1, x2, y2 = self.region
-        out = np.empty((uniq.size, y2 - y1, x2 - x1, 3), dtype=np.uint8)
         offsets, start = self.header["offsets"], self.header["data_start"]
+        bufs = []
         with open(self.path, "rb") as f:
-            for j, i in enumerate(uniq):
+            for i in uniq:
                 k = self._pos[int(i)]
                 f.seek(start + offsets[k])
-                buf = f.read(offsets[k + 1] - offsets[k])
-                img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
-                if img is None or img.shape != out.shape[1:]:
-                    got = None if img is None else img.shape
-                    raise BadSampleError(
-                        self.path, f"frame {int(i)} does not decode to {out.shape[1:]} (got {got})"
-                    )
-                cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=out[j])
-        return out[inverse]
+                bufs.append(f.read(offsets[k + 1] - offsets[k]))
+        return uniq, inverse.reshape(-1), bufs

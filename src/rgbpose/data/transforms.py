@@ -5,7 +5,9 @@ pipeline is a plain sequence of calls.  Keys used:
 
 * ``img_shape``: ``(h, w)`` ints, the frame the coordinates refer to;
 * ``keypoint``: float32 ``[M, T, V, 2]`` pixels (x, y); ``keypoint_score``: float32 ``[M, T, V]``;
-* ``imgs`` (optional): uint8 (or float) ``[N, h, w, 3]`` RGB frames.
+* ``imgs`` (optional): uint8 (or float) ``[N, h, w, 3]`` RGB frames;
+* ``geometry`` (optional): a list each geometric step appends itself to, for frames that are
+  resampled later on the device (``rgbpose.data.rgb_device``).
 
 All randomness comes from a passed ``np.random.Generator``.  Conventions kept from PYSKL because
 they decide the numbers: keypoints equal to exactly 0 mark absent joints -- compaction and flip
@@ -22,6 +24,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from rgbpose.data.rgb_device import record
 
 Results = dict[str, Any]
 
@@ -116,6 +120,8 @@ def pose_compact(
         allow_imgpad=allow_imgpad,
     )
     origin = results.pop("imgs_origin", None)
+    if box is not None:
+        record(results, ("crop", *box))
     if box is None:
         if origin is not None and tuple(origin) != (0, 0):
             raise ValueError("compaction skipped but imgs is a crop of the frame (imgs_origin)")
@@ -179,6 +185,7 @@ def resize(results: Results, size: tuple[int, int]) -> Results:
     """Resize to ``size = (new_h, new_w)`` (keep_ratio=False): keypoints scale by new/old."""
     h, w = results["img_shape"]
     new_h, new_w = int(size[0]), int(size[1])
+    record(results, ("resize", h, w, new_h, new_w))
     if "keypoint" in results:
         factor = np.array([new_w / w, new_h / h], dtype=np.float32)
         results["keypoint"] = results["keypoint"] * factor
@@ -230,6 +237,7 @@ def random_resized_crop_box(
 def crop(results: Results, box: tuple[int, int, int, int]) -> Results:
     """Crop to ``box`` inside the image: every keypoint moves by (-x1, -y1), as in PYSKL."""
     x1, y1, x2, y2 = box
+    record(results, ("crop", *box))
     if "keypoint" in results:
         results["keypoint"] = results["keypoint"] - np.array([x1, y1], dtype=np.float32)
     if "imgs" in results:
@@ -294,6 +302,7 @@ def flip(
     results["flip"] = do_flip
     if not do_flip:
         return results
+    record(results, ("flip", results["img_shape"][1]))
     if "imgs" in results:
         results["imgs"] = results["imgs"][:, :, ::-1]  # a view: normalising makes the copy
     if "keypoint" in results:

@@ -102,20 +102,30 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def make_dataset(root: Path, videos: int, store: bool) -> str:
-    """Write ``root/videos/<name>.mp4``, ``root/ann.pkl`` and (``store``) ``root/frames``."""
+def make_dataset(
+    root: Path, videos: int, store: bool, real_clip: Path = REAL_CLIP,
+    poses: Path | None = None, save_poses: Path | None = None,
+) -> str:  # fmt: skip
+    """Write ``root/videos/<name>.mp4``, ``root/ann.pkl`` and (``store``) ``root/frames``.
+    ``poses``: a pose dict saved by ``save_poses`` (a machine without mediapipe)."""
     from rgbpose.data.framestore import store_path  # noqa: PLC0415
-    from rgbpose.io import dump_pickle  # noqa: PLC0415
+    from rgbpose.io import dump_pickle, load_pickle  # noqa: PLC0415
     from rgbpose.preprocess.compress import compress_video  # noqa: PLC0415
     from rgbpose.preprocess.framestore import build_store  # noqa: PLC0415
-    from rgbpose.preprocess.poses import extract_mediapipe  # noqa: PLC0415
 
-    if not REAL_CLIP.is_file():
-        raise SystemExit(f"the real clip is missing: {REAL_CLIP}")
+    if not real_clip.is_file():
+        raise SystemExit(f"the real clip is missing: {real_clip}")
     t0 = time.perf_counter()
     clip = root / "real.mp4"
-    info = compress_video(REAL_CLIP, clip, height=540, gop=32)
-    found = extract_mediapipe(clip)
+    info = compress_video(real_clip, clip, height=540, gop=32)
+    if poses is not None:
+        found = load_pickle(poses)
+    else:
+        from rgbpose.preprocess.poses import extract_mediapipe  # noqa: PLC0415
+
+        found = extract_mediapipe(clip)
+    if save_poses is not None:
+        dump_pickle(found, save_poses)
     names = [ntu_name(i) for i in range(videos + NUM_CLASSES)]
     train, val = names[:videos], names[videos:]
     vdir = root / "videos"
@@ -337,6 +347,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--synthetic", default=None,
                    help="TSV of benchmarks/train_throughput.py: adds vs_synthetic")  # fmt: skip
     p.add_argument("--verbose", action="store_true", help="echo every line of the trainer")
+    p.add_argument("--clip", type=Path, default=REAL_CLIP, help="the real clip (1080p NTU .avi)")
+    p.add_argument(
+        "--poses",
+        type=Path,
+        default=None,
+        help="the clip's pose dict saved by --save-poses (no mediapipe needed)",
+    )
+    p.add_argument("--save-poses", type=Path, default=None, help="save the clip's pose dict")
     p.add_argument("--keep", default=None, help="build the dataset/work dirs here and keep them")
     p.add_argument("--out", default="benchmarks/train_realdata_results.tsv")
     args = p.parse_args(argv)
@@ -371,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tmp_ctx.name) if tmp_ctx else Path(args.keep)
     root.mkdir(parents=True, exist_ok=True)
     try:
-        desc = make_dataset(root, args.videos, want_store)
+        desc = make_dataset(root, args.videos, want_store, args.clip, args.poses,
+                            args.save_poses)  # fmt: skip
         rate_of: dict[str, float] = {}
         for model, source in plan:
             row_name = f"{model}_store" if source == "store" else model

@@ -29,7 +29,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from rgbpose.engine.config import OptimConfig
 from rgbpose.engine.runtime import autocast
+from rgbpose.engine.schedule import sgd
 from rgbpose.models import build_model
 
 # Input shapes per clip (DESIGN.md 3.7/3.8): pose heatmaps [17, T, 56, 56], RGB [3, 8, 224, 224]
@@ -41,7 +43,8 @@ SHAPES: dict[str, tuple[tuple[int, ...], ...]] = {
 }
 RECIPE_BATCH = {"posec3d": 32, "pose_only": 16, "rgb_only": 12, "rgbpose_conv3d": 6}
 FIELDS = (
-    "model", "device", "batch", "precision", "channels_last", "compile", "steps", "step_s",
+    "model", "device", "batch", "precision", "channels_last", "compile", "warmup_s", "steps",
+    "step_s",
     "clips_per_s", "peak_mem_gib", "fwd_gflops_per_clip", "train_tflops_per_s",
     "peak_tflops", "share_of_peak",
 )  # fmt: skip
@@ -79,8 +82,10 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
     if args.channels_last:
         model.to(memory_format=torch.channels_last_3d)
     batch = args.batch or (RECIPE_BATCH[name] if device.type == "cuda" else 1)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-4)
-    fwd = torch.compile(model) if args.compile else model
+    # the engine's optimiser: fused on CUDA
+    opt = sgd(model, OptimConfig(lr=1e-4, base_batch=batch, weight_decay=1e-4), 1e-4)
+    mode = None if args.compile_mode == "default" else args.compile_mode
+    fwd = torch.compile(model, mode=mode) if args.compile else model
     xs = make_inputs(name, batch, device, args.channels_last)
     labels = torch.randint(0, args.num_classes, (batch,), device=device)
 
@@ -92,9 +97,11 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
         nn.utils.clip_grad_norm_(model.parameters(), 40.0)
         opt.step()
 
+    t_warm = time.perf_counter()
     for _ in range(args.warmup):
         step()
     sync(device)
+    warmup_s = time.perf_counter() - t_warm  # compile time included
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
@@ -113,7 +120,8 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
         "batch": batch,
         "precision": args.precision,
         "channels_last": args.channels_last,
-        "compile": args.compile,
+        "compile": args.compile_mode if args.compile else False,
+        "warmup_s": f"{warmup_s:.1f}",
         "steps": args.steps,
         "step_s": f"{step_s:.4f}",
         "clips_per_s": f"{clips_per_s:.2f}",
@@ -140,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--channels-last", action="store_true", help="channels_last_3d model+inputs")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument(
+        "--compile-mode", default="default",
+        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+        help="torch.compile mode (reduce-overhead: CUDA graphs); warmup_s includes compiling",
+    )  # fmt: skip
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 20 GPU, 1 CPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps (default 5 GPU, 1 CPU)")
     p.add_argument("--num-classes", type=int, default=60)

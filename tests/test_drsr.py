@@ -434,3 +434,19 @@ def test_merge_errors_name_the_problem():
     with pytest.raises(ValueError, match="must name the two init_from streams"):
         merge_sources({"a": rgb, "b": depth}, "drsr_fusion",
                       {**SMALL, "sources": {"rgb": "a", "depth": "c"}})  # fmt: skip
+
+
+def test_bn_momentum_override_sets_every_trunk_batchnorm():
+    """Reference BatchNorms update their running statistics with momentum 0.01; bn_momentum
+    sets all of them (both branches of FusionNet), and is checked."""
+    from rgbpose.models import build_model
+
+    def momenta(model):
+        return {m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm3d)}
+
+    assert momenta(build_model("drsr", 5, **SMALL)) == {0.01}
+    assert momenta(build_model("drsr", 5, **SMALL, bn_momentum=0.1)) == {0.1}
+    fusion = build_model("drsr_fusion", 5, **SMALL, bn_momentum=0.1)
+    assert momenta(fusion.backbone.rgb) == momenta(fusion.backbone.depth) == {0.1}
+    with pytest.raises(ValueError, match="bn_momentum must be in"):
+        build_model("drsr", 5, **SMALL, bn_momentum=0.0)

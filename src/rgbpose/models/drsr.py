@@ -136,6 +136,15 @@ def same_padding(size: Sequence[int], kernel: Sequence[int], stride: Sequence[in
 
 
 # ----------------------------------------------------------------------------- CNN blocks
+def set_bn_momentum(module: nn.Module, momentum: float) -> None:
+    """Set the running-statistics momentum of every ``BatchNorm3d`` in ``module``."""
+    if not 0 < momentum <= 1:
+        raise ValueError(f"bn_momentum must be in (0, 1], got {momentum!r}")
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm3d):
+            m.momentum = momentum
+
+
 class Unit3d(nn.Module):
     """Conv3d (no bias, TF-"same" zero padding) -> BN (eps 1e-3, momentum 0.01) -> ReLU."""
 
@@ -600,6 +609,7 @@ def drsr(
     distill_weight: float = 1.0,
     distill_start_epoch: int = 2,
     distill_temperature: float = 0.5,
+    bn_momentum: float = 0.01,
 ) -> DRSR:
     """DRSR's unimodal I3DWTrans (RGB or depth; 38.2 M parameters with 60 classes).
 
@@ -609,8 +619,10 @@ def drsr(
     ``rcm_hidden`` (256; the reference uses 128 for THU-READ), ``eval_sampling`` ('random' as
     the reference, or 'center'), ``temp`` / ``temp_warmup_epochs`` (sharpness 0.04 -> 0.07 over
     30 epochs), ``loss_weights`` (merged, small, medium, large: 1, .5, .5, .5),
-    ``label_smoothing`` (0.1), ``distill_weight`` (1), ``distill_start_epoch`` (2) and
-    ``distill_temperature`` (0.5).
+    ``label_smoothing`` (0.1), ``distill_weight`` (1), ``distill_start_epoch`` (2),
+    ``distill_temperature`` (0.5) and ``bn_momentum`` of the trunk's BatchNorms (0.01 as the
+    reference; a short run wants PyTorch's 0.1, or its running statistics stay near their
+    initial values and eval-mode outputs barely depend on the input).
     """
     segments = tuple(segments)
     check_sizes(clip_len, image_size, segments, "drsr")
@@ -619,6 +631,7 @@ def drsr(
         raise ValueError("drsr: temp needs 2 values (start, end) and loss_weights 4")
     backbone = DRSRBackbone(in_channels, clip_len, image_size, segments, num_layers, rcm_hidden,
                             knn_ratio, dropout, eval_sampling)  # fmt: skip
+    set_bn_momentum(backbone, bn_momentum)
     return DRSR(
         backbone, num_classes, temp=tuple(temp), temp_warmup_epochs=temp_warmup_epochs,
         loss_weights=tuple(loss_weights), label_smoothing=label_smoothing,

@@ -65,6 +65,7 @@ from rgbpose.models.drsr import (
     check_eval_sampling,
     check_sizes,
     distillation_kl,
+    set_bn_momentum,
 )
 from rgbpose.models.registry import Contract, ModelInput, register_model
 
@@ -322,6 +323,7 @@ def drsr_fusion(
     label_smoothing: float = 0.1,
     distill_temperature: float = 0.5,
     sources: Mapping[str, str] | None = None,
+    bn_momentum: float = 0.01,
 ) -> DRSRFusion:
     """DRSR FusionNet (CAPF; 79.8 M parameters with 60 classes).
 
@@ -330,7 +332,8 @@ def drsr_fusion(
     ``knn_ratio``, ``dropout``, ``rcm_hidden``, ``eval_sampling``: they must match the
     unimodal checkpoints), ``faithful_reshape`` (True: the reference's reshape, False: a
     transpose), ``label_smoothing`` (0.1), ``distill_temperature`` (0.5) and ``sources``
-    ({rgb: STREAM, depth: STREAM}; default: the init_from order, RGB first).
+    ({rgb: STREAM, depth: STREAM}; default: the init_from order, RGB first) and
+    ``bn_momentum`` (0.01, as ``drsr``).
     """
     if sources is not None and (
         not isinstance(sources, Mapping) or set(sources) != {"rgb", "depth"}
@@ -346,5 +349,7 @@ def drsr_fusion(
                      dropout, eval_sampling)
         for c in (in_channels, depth_channels)
     ]  # fmt: skip
+    for net in nets:
+        set_bn_momentum(net, bn_momentum)
     return DRSRFusion(FusionBackbone(*nets, faithful_reshape=faithful_reshape), num_classes,
                       label_smoothing, distill_temperature)  # fmt: skip

@@ -212,6 +212,7 @@ def _bad_inputs(d: Path) -> dict[str, list[tuple[list[str], str]]]:
     train = ["--split", "xsub", "--work-dir", str(d / "w"), "--out", str(d / "b.pt")]
     test = ["--split", "xsub_val", "--out", str(d / "s.pkl")]
     ann = ["-o", str(d / "a.pkl"), "--dataset", "demo", "--benchmarks", "xsub"]
+    store = ["--video-dir", str(d), "--out-dir", str(d / "fs"), "--manifest", str(d / "fs.tsv")]
     return {
         "synthesize": [(["-o", str(d / "o"), "--config", f"{m}.yaml"],
                         f"{m}.yaml: No such file or directory")],
@@ -225,6 +226,11 @@ def _bad_inputs(d: Path) -> dict[str, list[tuple[list[str], str]]]:
                     ([str(corrupt), "-o", str(d / "d.pkl")], f"{corrupt}: refused to unpickle")],
         "build-annotations": [([f"{m}.pkl", *ann], f"{m}.pkl: No such file or directory"),
                               ([str(corrupt), *ann], f"{corrupt}: refused to unpickle")],
+        "frame-store": [(["--ann", f"{m}.pkl", *store], f"{m}.pkl: No such file or directory"),
+                        (["--ann", str(corrupt), *store], f"{corrupt}: refused to unpickle")],
+        "depth-store": [(["--names-file", f"{m}.txt", "--depth-dir", str(m), "--out-dir",
+                          str(d / "ds"), "--manifest", str(d / "ds.tsv")],
+                         f"{m}.txt: No such file or directory")],
         "train": [(["--config", str(bad_cfg), "--ann", f"{m}.pkl", *train],
                    f"{bad_cfg}: unknown key 'optim.lrr'"),
                   (["--config", cfg, "--ann", f"{m}.pkl", *train],

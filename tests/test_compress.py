@@ -5,13 +5,15 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import decord
 import imageio_ffmpeg
 import pytest
 
+from rgbpose.data.video import import_decord
 from rgbpose.io import BadSampleError, read_skip_tsv
 from rgbpose.preprocess.compress import cli, compress_video, scaled_size
 from rgbpose.preprocess.stage import collect_inputs
+
+decord = import_decord()
 
 NAME_A = "S001C001P001R001A001"
 NAME_B = "S001C002P002R001A002"
@@ -151,3 +153,23 @@ def test_collect_inputs_missing_listed_sample_is_kept(raw, tmp_path):
     names.write_text("../etc/passwd\n")
     with pytest.raises(ValueError, match="not an NTU sample name"):
         collect_inputs([raw], "_rgb.avi", names)
+
+
+def test_decord_imported_through_the_package_leaves_opencv_png_working() -> None:
+    """decord's bundled zlib breaks an OpenCV loaded after it ("libpng error: bad parameters to
+    zlib"): the depth and frame stores read PNG in the same processes that decode videos.  A
+    fresh interpreter, decord first through rgbpose: PNG still round-trips."""
+    import sys
+
+    code = (
+        "from rgbpose.data.video import import_decord; import_decord()\n"
+        "import cv2, numpy as np\n"
+        "img = (np.arange(48 * 3) % 256).astype(np.uint16).reshape(12, 12)\n"
+        "ok, buf = cv2.imencode('.png', img)\n"
+        "back = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)\n"
+        "assert ok and back is not None and (back == img).all(), 'png broken'\n"
+        "print('png ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip() == "png ok", proc.stderr

@@ -232,7 +232,9 @@ def test_replications_differ():
 
 
 def test_synthesize_writes_parseable_files(tmp_path, tiny_renders):
-    import decord
+    from rgbpose.data.video import import_decord
+
+    decord = import_decord()
 
     names = ["S001C001P001R001A001", "S001C002P002R001A058"]
     metas = syn.synthesize(TINY, tmp_path, names=names)

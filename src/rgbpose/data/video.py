@@ -38,6 +38,16 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def import_decord() -> Any:
+    """The ``decord`` module, imported after OpenCV.  decord bundles its own zlib: an OpenCV
+    first loaded after it cannot read or write PNG ("libpng error: bad parameters to zlib"),
+    which breaks the depth and frame stores in the same process.  Import decord through this."""
+    import cv2  # noqa: F401, PLC0415 - must be loaded before decord
+    import decord  # noqa: PLC0415
+
+    return decord
+
+
 def open_reader(path: str | os.PathLike, num_threads: int = 1) -> Any:
     """A ``decord.VideoReader`` of ``path``.
 
@@ -49,7 +59,7 @@ def open_reader(path: str | os.PathLike, num_threads: int = 1) -> Any:
         raise BadSampleError(path, "video file not found")
     if path.stat().st_size == 0:
         raise BadSampleError(path, "video file is empty (0 bytes)")
-    import decord
+    decord = import_decord()
 
     try:
         return decord.VideoReader(str(path), num_threads=num_threads)

@@ -37,9 +37,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _write_video(path, frames):
+    """H.264 (GOP 8) of uint8 RGB ``frames`` [T, H, W, 3]."""
+    h, w = frames.shape[1:3]
     cmd = [
         imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo",
-        "-pix_fmt", "rgb24", "-s", f"{VW}x{VH}", "-r", "30", "-i", "-", "-c:v", "libx264",
+        "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", "30", "-i", "-", "-c:v", "libx264",
         "-pix_fmt", "yuv420p", "-g", "8", str(path),
     ]  # fmt: skip
     subprocess.run(cmd, input=frames.tobytes(), check=True)

@@ -3,12 +3,11 @@ bad input, and the ``rgbpose frame-store`` stage."""
 
 import dataclasses
 import itertools
-import subprocess
 
-import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
+from test_datasets import _write_video
 
 from rgbpose.cli import main as rgbpose_main
 from rgbpose.data import framestore as fs
@@ -91,15 +90,6 @@ def _frames(seed: int) -> np.ndarray:
         out[k, ..., 2] = 90
         out[k, 30:70, 50 + k : 80 + k] = (200, 50 + 4 * k, 30)
     return np.clip(out.astype(int) + rng.integers(0, 12, out.shape), 0, 255).astype(np.uint8)
-
-
-def _write_video(path, frames) -> None:
-    cmd = [
-        imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo",
-        "-pix_fmt", "rgb24", "-s", f"{VW}x{VH}", "-r", "30", "-i", "-", "-c:v", "libx264",
-        "-pix_fmt", "yuv420p", "-g", "8", str(path),
-    ]  # fmt: skip
-    subprocess.run(cmd, input=frames.tobytes(), check=True)
 
 
 def _record(name: str, label: int, dx: float) -> dict:

@@ -96,11 +96,10 @@ def predict(
 
     clips = num_clips if num_clips is not None else cfg.test.num_clips
     pcfg = cfg.data
-    if getattr(pcfg, "keypoints", "2d") == "3d" or pcfg.modality == "infogcn":
+    if getattr(pcfg, "needs_3d_joints", False):  # the pipeline config says so
         raise ValueError(
-            f"{checkpoint}: this model reads 3D Kinect joints (data.modality {pcfg.modality!r}"
-            f"{', data.keypoints 3d' if pcfg.modality != 'infogcn' else ''}); predict estimates "
-            "2D poses from the video, so it can only run 2D pose and RGB models"
+            f"{checkpoint}: this model reads 3D Kinect joints (data.modality {pcfg.modality!r}); "
+            "predict estimates 2D poses from the video, so it can only run 2D pose and RGB models"
         )
     if any(f.name == "video_ext" for f in dataclasses.fields(pcfg)):  # pipelines reading RGB
         pcfg = dataclasses.replace(pcfg, video_ext=video.suffix)

@@ -73,6 +73,8 @@ class InfoGCNConfig:
 
     #: the 2D ``keypoint`` is not read (only ``keypoint3d``), so records need not have one
     uses_pose: ClassVar[bool] = False
+    #: reads Kinect 3D joints, which ``rgbpose predict`` cannot estimate from a video
+    needs_3d_joints: ClassVar[bool] = True
 
     modality: str = "infogcn"
     window: int = 64

@@ -76,6 +76,12 @@ class SkeletonConfig:
 
     modality: str = "skeleton"
     keypoints: Literal["2d", "3d"] = "2d"
+
+    @property
+    def needs_3d_joints(self) -> bool:
+        """Reads Kinect 3D joints (``keypoint3d``), which ``rgbpose predict`` cannot estimate."""
+        return self.keypoints == "3d"
+
     feature: Literal["j", "b", "jm", "bm"] = "j"
     clip_len: int = 100
     max_persons: int = 2
